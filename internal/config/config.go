@@ -1,0 +1,305 @@
+// Package config loads, validates and writes machi's one YAML configuration
+// file. The file is read once at start; each package receives its own section
+// through its constructor.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// ServerName is the domain part of every user ID (@alice:ServerName).
+	ServerName string `yaml:"server_name"`
+	// DataDir holds the database, the signing key and media. Relative paths
+	// below are resolved against it. Defaults to the config file's folder.
+	DataDir string `yaml:"data_dir"`
+	// SigningKeyPath is the ed25519 key that signs this server's events.
+	SigningKeyPath string `yaml:"signing_key_path"`
+
+	Listen       Listen       `yaml:"listen"`
+	Database     Database     `yaml:"database"`
+	Registration Registration `yaml:"registration"`
+	RateLimits   RateLimits   `yaml:"rate_limits"`
+	Media        Media        `yaml:"media"`
+	Rooms        Rooms        `yaml:"rooms"`
+	Log          Log          `yaml:"log"`
+}
+
+// Listen holds the listener addresses.
+type Listen struct {
+	// Client is the client-server API listener (host:port).
+	Client string `yaml:"client"`
+	// Metrics is the Prometheus /metrics listener; empty disables it.
+	Metrics string `yaml:"metrics"`
+	// PublicBaseURL is what /.well-known/matrix/client advertises; empty
+	// means http://<client listener>.
+	PublicBaseURL string `yaml:"public_base_url"`
+}
+
+// Database selects and configures the storage engine.
+type Database struct {
+	// Engine is "sqlite" (embedded, the default) or "postgres".
+	Engine string `yaml:"engine"`
+	// SQLitePath is the SQLite database file.
+	SQLitePath string `yaml:"sqlite_path"`
+	// PostgresDSN is a lib/pq connection string, e.g.
+	// postgres://machi:secret@127.0.0.1:5432/machi?sslmode=disable
+	PostgresDSN string `yaml:"postgres_dsn"`
+	// Synchronous is "normal" (a commit survives a crash of machi, not of
+	// the machine: SQLite WAL synchronous=NORMAL, PostgreSQL
+	// synchronous_commit=off is NOT used) or "full" (fsync on every commit).
+	Synchronous string `yaml:"synchronous"`
+}
+
+// Registration controls who may create accounts.
+type Registration struct {
+	// Enabled allows open registration through /register. Off by default:
+	// staff accounts are made by admins. Turn on for tests and benchmarks.
+	Enabled bool `yaml:"enabled"`
+	// SharedSecret enables Synapse-compatible /_synapse/admin/v1/register,
+	// which admin tools use. Empty disables it.
+	SharedSecret string `yaml:"shared_secret"`
+	// BcryptCost is the cost of password hashes (4–31).
+	BcryptCost int `yaml:"bcrypt_cost"`
+}
+
+// RateLimits bounds requests per user (or per IP before login).
+type RateLimits struct {
+	Enabled bool `yaml:"enabled"`
+	// PerSecond is the sustained rate of requests that are limited
+	// (sends, logins, registrations, room creation, uploads).
+	PerSecond float64 `yaml:"per_second"`
+	// Burst is how many such requests may come at once.
+	Burst int `yaml:"burst"`
+}
+
+// Media configures the media repository.
+type Media struct {
+	// Path is the folder that holds uploaded files.
+	Path string `yaml:"path"`
+	// MaxUploadBytes is the largest upload accepted.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+}
+
+// Rooms configures room creation defaults.
+type Rooms struct {
+	// DefaultVersion is the room version of new rooms (10, 11 or 12).
+	DefaultVersion string `yaml:"default_version"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration a first run writes.
+func Default() Config {
+	return Config{
+		ServerName:     "localhost",
+		SigningKeyPath: "signing.key",
+		Listen:         Listen{Client: "127.0.0.1:8008", Metrics: "127.0.0.1:9108"},
+		Database:       Database{Engine: "sqlite", SQLitePath: "machi.db", Synchronous: "normal"},
+		Registration:   Registration{BcryptCost: 10},
+		RateLimits:     RateLimits{Enabled: true, PerSecond: 10, Burst: 50},
+		Media:          Media{Path: "media", MaxUploadBytes: 50 << 20},
+		Rooms:          Rooms{DefaultVersion: "10"},
+		Log:            Log{Level: "info", Format: "text"},
+	}
+}
+
+// SupportedRoomVersions are the room versions machi creates and joins.
+var SupportedRoomVersions = []string{"10", "11", "12"}
+
+// Load reads and validates the file at path. Fields missing from the file
+// keep their defaults.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = filepath.Dir(path)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &cfg, nil
+}
+
+// Validate reports every problem in the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.ServerName == "" || strings.ContainsAny(c.ServerName, " /@!#$") {
+		bad("server_name %q must be a domain name (with an optional :port)", c.ServerName)
+	}
+	if c.Listen.Client == "" {
+		bad("listen.client must be set (e.g. 127.0.0.1:8008)")
+	} else if _, _, err := net.SplitHostPort(c.Listen.Client); err != nil {
+		bad("listen.client %q: %v", c.Listen.Client, err)
+	}
+	if c.Listen.Metrics != "" {
+		if _, _, err := net.SplitHostPort(c.Listen.Metrics); err != nil {
+			bad("listen.metrics %q: %v", c.Listen.Metrics, err)
+		} else if c.Listen.Metrics == c.Listen.Client {
+			bad("listen.metrics must differ from listen.client")
+		}
+	}
+	switch c.Database.Engine {
+	case "sqlite":
+		if c.Database.SQLitePath == "" {
+			bad("database.sqlite_path must be set for engine sqlite")
+		}
+	case "postgres":
+		if c.Database.PostgresDSN == "" {
+			bad("database.postgres_dsn must be set for engine postgres")
+		}
+	default:
+		bad("database.engine %q must be sqlite or postgres", c.Database.Engine)
+	}
+	switch c.Database.Synchronous {
+	case "normal", "full":
+	default:
+		bad("database.synchronous %q must be normal or full", c.Database.Synchronous)
+	}
+	if c.SigningKeyPath == "" {
+		bad("signing_key_path must be set")
+	}
+	if c.Registration.BcryptCost < 4 || c.Registration.BcryptCost > 31 {
+		bad("registration.bcrypt_cost %d must be between 4 and 31", c.Registration.BcryptCost)
+	}
+	if c.RateLimits.Enabled && (c.RateLimits.PerSecond <= 0 || c.RateLimits.Burst <= 0) {
+		bad("rate_limits.per_second and rate_limits.burst must be positive when rate limits are enabled")
+	}
+	if c.Media.Path == "" {
+		bad("media.path must be set")
+	}
+	if c.Media.MaxUploadBytes <= 0 {
+		bad("media.max_upload_bytes must be positive")
+	}
+	if !contains(SupportedRoomVersions, c.Rooms.DefaultVersion) {
+		bad("rooms.default_version %q must be one of %s", c.Rooms.DefaultVersion, strings.Join(SupportedRoomVersions, ", "))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level %q must be debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format %q must be text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// Path resolves p against the data folder.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.DataDir, p)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteDefault writes a documented default configuration to path, with
+// the given shared secret, and fails if the file exists.
+func WriteDefault(path, sharedSecret string) error {
+	text := strings.Replace(defaultFile, "shared_secret: \"\"", fmt.Sprintf("shared_secret: %q", sharedSecret), 1)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write default config: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return fmt.Errorf("write default config: %w", err)
+	}
+	return f.Close()
+}
+
+// defaultFile is the documented configuration written on first run. It must
+// load to exactly Default() (a test checks).
+const defaultFile = `# machi configuration. Relative paths are resolved against data_dir, which
+# defaults to the folder this file is in.
+
+# The domain part of every user ID on this server (@alice:server_name).
+# Choose it before creating users: it cannot change later.
+server_name: localhost
+
+# The ed25519 key that signs this server's events (written on first run).
+signing_key_path: signing.key
+
+listen:
+  # Client-server API (Matrix clients connect here).
+  client: 127.0.0.1:8008
+  # Prometheus metrics at /metrics; "" disables the listener.
+  metrics: 127.0.0.1:9108
+  # Base URL advertised in /.well-known/matrix/client; "" means http://<client>.
+  public_base_url: ""
+
+database:
+  # sqlite (embedded, no setup) or postgres.
+  engine: sqlite
+  sqlite_path: machi.db
+  # e.g. postgres://machi:secret@127.0.0.1:5432/machi?sslmode=disable
+  postgres_dsn: ""
+  # normal: an acknowledged write survives a crash of machi.
+  # full: it also survives a power cut (fsync on every commit; slower).
+  synchronous: normal
+
+registration:
+  # Open registration through /register. Leave off in production: staff
+  # accounts are created by admins ("machi admin create-user").
+  enabled: false
+  # Secret for Synapse-compatible /_synapse/admin/v1/register; "" disables it.
+  shared_secret: ""
+  # Cost of bcrypt password hashes.
+  bcrypt_cost: 10
+
+rate_limits:
+  # Limits sends, logins, registrations, room creation and uploads per user
+  # (per IP before login).
+  enabled: true
+  per_second: 10
+  burst: 50
+
+media:
+  path: media
+  max_upload_bytes: 52428800
+
+rooms:
+  # Room version of new rooms: 10, 11 or 12.
+  default_version: "10"
+
+log:
+  level: info   # debug, info, warn, error
+  format: text  # text or json
+`

@@ -1,0 +1,76 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestDefaultFileLoadsToDefault(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "machi.yaml")
+	if err := WriteDefault(path, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.DataDir = dir
+	if !reflect.DeepEqual(*got, want) {
+		t.Fatalf("default file loads to\n%+v\nwant\n%+v", *got, want)
+	}
+	if err := WriteDefault(path, ""); err == nil {
+		t.Fatal("WriteDefault overwrote an existing file")
+	}
+}
+
+func TestSharedSecretWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "machi.yaml")
+	if err := WriteDefault(path, "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Registration.SharedSecret != "s3cret" {
+		t.Fatalf("shared secret = %q", got.Registration.SharedSecret)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown field", "sever_name: x\n", "field sever_name not found"},
+		{"bad engine", "database: {engine: mysql}\n", `database.engine "mysql"`},
+		{"postgres without dsn", "database: {engine: postgres}\n", "postgres_dsn must be set"},
+		{"bad listener", "listen: {client: nope}\n", "listen.client"},
+		{"bad room version", "rooms: {default_version: \"3\"}\n", "rooms.default_version"},
+		{"several at once", "server_name: \"\"\nlog: {level: loud}\n", "log.level"},
+		{"not yaml", "server_name: [\n", "yaml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "machi.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load error = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEmptyFileIsDefault(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "machi.yaml")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err != nil {
+		t.Fatal(err)
+	}
+}

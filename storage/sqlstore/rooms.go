@@ -1,0 +1,328 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/machi-chat/machi/storage"
+)
+
+// CommitEvents implements storage.Rooms: every event of the batch, its state
+// group, current state, membership, redaction and the room head, in one
+// transaction.
+func (db *DB) CommitEvents(ctx context.Context, commits []storage.EventCommit) error {
+	if len(commits) == 0 {
+		return nil
+	}
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		heads := map[string]*storage.EventCommit{}
+		var order []string
+		for i := range commits {
+			c := &commits[i]
+			if err := commitOne(ctx, tx, c); err != nil {
+				return err
+			}
+			if _, ok := heads[c.Event.RoomID]; !ok {
+				order = append(order, c.Event.RoomID)
+			}
+			heads[c.Event.RoomID] = c
+		}
+		for _, roomID := range order {
+			c := heads[roomID]
+			latest, _ := json.Marshal(c.Latest)
+			if _, err := tx.ExecContext(ctx, `UPDATE rooms SET latest = $2, depth = $3, state_group = $4 WHERE room_id = $1`,
+				roomID, string(latest), c.Depth, c.StateGroup); err != nil {
+				return fmt.Errorf("update room head: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit events: %w", err)
+	}
+	return nil
+}
+
+func commitOne(ctx context.Context, tx *sql.Tx, c *storage.EventCommit) error {
+	ev := &c.Event
+	if r := c.NewRoom; r != nil {
+		latest, _ := json.Marshal(r.Latest)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts, latest, depth, state_group, published)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			r.RoomID, r.Version, r.Creator, r.CreatedTS, string(latest), r.Depth, r.StateGroup, boolInt(r.Published)); err != nil {
+			return fmt.Errorf("insert room: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		ev.Pos, ev.EventID, ev.RoomID, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.StateGroup, string(ev.JSON), ev.RedactedBy, ev.TxnDevice, ev.TxnID); err != nil {
+		return fmt.Errorf("insert event: %w", err)
+	}
+	if g := c.NewGroup; g != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)`,
+			g.ID, g.RoomID, g.Prev, g.Depth); err != nil {
+			return fmt.Errorf("insert state group: %w", err)
+		}
+		for _, e := range g.Entries {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
+				g.ID, e.Type, e.StateKey, e.EventID); err != nil {
+				return fmt.Errorf("insert state group entry: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
+			ev.RoomID, ev.Type, *ev.StateKey, ev.EventID); err != nil {
+			return fmt.Errorf("update current state: %w", err)
+		}
+	}
+	if m := c.Membership; m != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES ($1, $2, $3, $4, $5, 0)
+			ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
+			stream_pos = excluded.stream_pos, forgotten = 0`,
+			m.RoomID, m.UserID, m.Membership, m.EventID, m.Pos); err != nil {
+			return fmt.Errorf("update membership: %w", err)
+		}
+	}
+	if c.Redacts != "" {
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $2, event_json = $3 WHERE event_id = $1`,
+			c.Redacts, ev.EventID, string(c.RedactedJSON)); err != nil {
+			return fmt.Errorf("redact event: %w", err)
+		}
+	}
+	return nil
+}
+
+// GetRoom implements storage.Rooms.
+func (db *DB) GetRoom(ctx context.Context, roomID string) (storage.Room, error) {
+	var r storage.Room
+	var latest string
+	var pub int
+	err := db.r.QueryRowContext(ctx, `SELECT room_id, room_version, creator, created_ts, latest, depth, state_group, published FROM rooms WHERE room_id = $1`, roomID).
+		Scan(&r.RoomID, &r.Version, &r.Creator, &r.CreatedTS, &latest, &r.Depth, &r.StateGroup, &pub)
+	if err != nil {
+		return r, mapErr(err)
+	}
+	r.Published = pub != 0
+	if err := json.Unmarshal([]byte(latest), &r.Latest); err != nil {
+		return r, fmt.Errorf("room %s: bad latest events: %w", roomID, err)
+	}
+	return r, nil
+}
+
+const eventCols = `stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id`
+
+func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
+	defer rows.Close()
+	var out []storage.Event
+	for rows.Next() {
+		var e storage.Event
+		var sk sql.NullString
+		var js string
+		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.StateGroup, &js, &e.RedactedBy, &e.TxnDevice, &e.TxnID); err != nil {
+			return nil, mapErr(err)
+		}
+		if sk.Valid {
+			s := sk.String
+			e.StateKey = &s
+		}
+		e.JSON = []byte(js)
+		out = append(out, e)
+	}
+	return out, mapErr(rows.Err())
+}
+
+// placeholders returns "$start,$start+1,…" for n values.
+func placeholders(start, n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(start + i))
+	}
+	return b.String()
+}
+
+func stringArgs(ss []string) []any {
+	args := make([]any, len(ss))
+	for i, s := range ss {
+		args[i] = s
+	}
+	return args
+}
+
+// GetEvents implements storage.Rooms. Missing IDs are left out.
+func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]storage.Event, error) {
+	var out []storage.Event
+	for len(eventIDs) > 0 {
+		n := min(len(eventIDs), 500)
+		rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE event_id IN (`+placeholders(1, n)+`)`, stringArgs(eventIDs[:n])...)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		evs, err := scanEvents(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+		eventIDs = eventIDs[n:]
+	}
+	return out, nil
+}
+
+// GetStateGroup implements storage.Rooms.
+func (db *DB) GetStateGroup(ctx context.Context, id int64) (storage.StateGroup, error) {
+	g := storage.StateGroup{ID: id}
+	err := db.r.QueryRowContext(ctx, `SELECT room_id, prev_group, chain_len FROM state_groups WHERE group_id = $1`, id).Scan(&g.RoomID, &g.Prev, &g.Depth)
+	if err != nil {
+		return g, mapErr(err)
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = $1`, id)
+	if err != nil {
+		return g, mapErr(err)
+	}
+	g.Entries, err = scanEntries(rows)
+	return g, err
+}
+
+func scanEntries(rows *sql.Rows) ([]storage.StateEntry, error) {
+	defer rows.Close()
+	var out []storage.StateEntry
+	for rows.Next() {
+		var e storage.StateEntry
+		if err := rows.Scan(&e.Type, &e.StateKey, &e.EventID); err != nil {
+			return nil, mapErr(err)
+		}
+		out = append(out, e)
+	}
+	return out, mapErr(rows.Err())
+}
+
+// CurrentState implements storage.Rooms.
+func (db *DB) CurrentState(ctx context.Context, roomID string) ([]storage.StateEntry, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT type, state_key, event_id FROM current_state WHERE room_id = $1`, roomID)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanEntries(rows)
+}
+
+// RoomEvents implements storage.Rooms.
+func (db *DB) RoomEvents(ctx context.Context, roomID string, from, to int64, limit int, backwards bool) ([]storage.Event, error) {
+	order := "ASC"
+	if backwards {
+		order = "DESC"
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
+		ORDER BY stream_pos `+order+` LIMIT $4`, roomID, from, to, limit)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanEvents(rows)
+}
+
+// EventByTxn implements storage.Rooms.
+func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error) {
+	var id string
+	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3`, userID, deviceID, txnID).Scan(&id)
+	return id, mapErr(err)
+}
+
+func scanMemberships(rows *sql.Rows) ([]storage.Membership, error) {
+	defer rows.Close()
+	var out []storage.Membership
+	for rows.Next() {
+		var m storage.Membership
+		var forgotten int
+		if err := rows.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.EventID, &m.Pos, &forgotten); err != nil {
+			return nil, mapErr(err)
+		}
+		m.Forgotten = forgotten != 0
+		out = append(out, m)
+	}
+	return out, mapErr(rows.Err())
+}
+
+const membershipCols = `room_id, user_id, membership, event_id, stream_pos, forgotten`
+
+// UserMemberships implements storage.Rooms.
+func (db *DB) UserMemberships(ctx context.Context, userID string) ([]storage.Membership, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+membershipCols+` FROM memberships WHERE user_id = $1`, userID)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanMemberships(rows)
+}
+
+// RoomMemberships implements storage.Rooms.
+func (db *DB) RoomMemberships(ctx context.Context, roomID string) ([]storage.Membership, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+membershipCols+` FROM memberships WHERE room_id = $1`, roomID)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanMemberships(rows)
+}
+
+// ForgetRoom implements storage.Rooms.
+func (db *DB) ForgetRoom(ctx context.Context, userID, roomID string) error {
+	return db.execOne(ctx, `UPDATE memberships SET forgotten = 1 WHERE user_id = $1 AND room_id = $2`, userID, roomID)
+}
+
+// PutAlias implements storage.Rooms.
+func (db *DB) PutAlias(ctx context.Context, alias, roomID, creator string) error {
+	_, err := db.w.ExecContext(ctx, `INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)`, alias, roomID, creator)
+	return mapErr(err)
+}
+
+// GetAlias implements storage.Rooms.
+func (db *DB) GetAlias(ctx context.Context, alias string) (string, error) {
+	var roomID string
+	err := db.r.QueryRowContext(ctx, `SELECT room_id FROM room_aliases WHERE alias = $1`, alias).Scan(&roomID)
+	return roomID, mapErr(err)
+}
+
+// DeleteAlias implements storage.Rooms.
+func (db *DB) DeleteAlias(ctx context.Context, alias string) error {
+	return db.execOne(ctx, `DELETE FROM room_aliases WHERE alias = $1`, alias)
+}
+
+// RoomAliases implements storage.Rooms.
+func (db *DB) RoomAliases(ctx context.Context, roomID string) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanStrings(rows)
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, mapErr(err)
+		}
+		out = append(out, s)
+	}
+	return out, mapErr(rows.Err())
+}
+
+// SetPublished implements storage.Rooms.
+func (db *DB) SetPublished(ctx context.Context, roomID string, published bool) error {
+	return db.execOne(ctx, `UPDATE rooms SET published = $2 WHERE room_id = $1`, roomID, boolInt(published))
+}
+
+// PublishedRooms implements storage.Rooms.
+func (db *DB) PublishedRooms(ctx context.Context) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id`)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanStrings(rows)
+}

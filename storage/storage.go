@@ -1,0 +1,256 @@
+// Package storage defines what machi keeps in its database, as interfaces
+// written for the code that calls them, and the few errors a caller can act
+// on. storage/sqlstore implements all of it once, for SQLite and PostgreSQL.
+//
+// Stream positions: every change a client learns about through /sync (an
+// event, account data, a receipt, a to-device message) carries one position
+// from a single, server-wide sequence. The caller allocates positions (see
+// package rooms) and storage persists them.
+package storage
+
+import (
+	"context"
+	"errors"
+)
+
+// Errors a caller can act on. Drivers' errors are mapped to these.
+var (
+	ErrNotFound = errors.New("storage: not found")
+	ErrConflict = errors.New("storage: already exists")
+)
+
+// Store is everything machi persists.
+type Store interface {
+	Accounts
+	Rooms
+	Streams
+	Media
+	// MaxStreamPos is the highest stream position persisted anywhere.
+	MaxStreamPos(ctx context.Context) (int64, error)
+	// MaxStateGroup is the highest state group ID persisted.
+	MaxStateGroup(ctx context.Context) (int64, error)
+	Close() error
+}
+
+// User is a local account.
+type User struct {
+	UserID       string
+	PasswordHash string
+	IsAdmin      bool
+	Deactivated  bool
+	DisplayName  string
+	AvatarURL    string
+	CreatedTS    int64
+}
+
+// Device is a logged-in session: one device, one access token.
+type Device struct {
+	UserID      string
+	DeviceID    string
+	DisplayName string
+	// TokenHash is the SHA-256 of the access token, hex. The token itself
+	// is never stored.
+	TokenHash  string
+	LastSeenTS int64
+	LastSeenIP string
+	CreatedTS  int64
+}
+
+// Accounts are users, their devices and what belongs to a user alone.
+type Accounts interface {
+	CreateUser(ctx context.Context, u User) error
+	GetUser(ctx context.Context, userID string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+	SetPasswordHash(ctx context.Context, userID, hash string) error
+	SetAdmin(ctx context.Context, userID string, admin bool) error
+	// DeactivateUser marks the account deactivated, clears its password
+	// and profile and removes every device, in one transaction.
+	DeactivateUser(ctx context.Context, userID string) error
+	SetDisplayName(ctx context.Context, userID, name string) error
+	SetAvatarURL(ctx context.Context, userID, url string) error
+
+	// PutDevice creates the device or, if it exists, gives it a new token.
+	PutDevice(ctx context.Context, d Device) error
+	DeviceByTokenHash(ctx context.Context, hash string) (Device, error)
+	GetDevice(ctx context.Context, userID, deviceID string) (Device, error)
+	ListDevices(ctx context.Context, userID string) ([]Device, error)
+	SetDeviceName(ctx context.Context, userID, deviceID, name string) error
+	TouchDevice(ctx context.Context, userID, deviceID, ip string, ts int64) error
+	// DeleteDevices removes the given devices; with none given, every
+	// device of the user except keep (which may be "").
+	DeleteDevices(ctx context.Context, userID string, deviceIDs []string, keep string) (deleted []string, err error)
+
+	CreateFilter(ctx context.Context, userID string, filterJSON []byte) (string, error)
+	GetFilter(ctx context.Context, userID, filterID string) ([]byte, error)
+}
+
+// Room is a room's row: its version and where its head is.
+type Room struct {
+	RoomID    string
+	Version   string
+	Creator   string
+	CreatedTS int64
+	// Latest are the forward extremities: the next event's prev_events.
+	Latest     []string
+	Depth      int64
+	StateGroup int64 // current state (after the latest events)
+	Published  bool
+}
+
+// Event is a persisted PDU.
+type Event struct {
+	Pos        int64 // stream position
+	EventID    string
+	RoomID     string
+	Type       string
+	StateKey   *string
+	Sender     string
+	Depth      int64
+	StateGroup int64 // room state before this event
+	JSON       []byte
+	RedactedBy string
+	// TxnDevice and TxnID are set when a local client sent it with a txn ID.
+	TxnDevice string
+	TxnID     string
+}
+
+// StateEntry names the event that holds one piece of room state.
+type StateEntry struct {
+	Type     string
+	StateKey string
+	EventID  string
+}
+
+// StateGroup is a set of room state, stored as a delta on Prev (or whole,
+// when Prev is 0).
+type StateGroup struct {
+	ID      int64
+	RoomID  string
+	Prev    int64
+	Depth   int // length of the delta chain down to a whole group
+	Entries []StateEntry
+}
+
+// Membership is one user's current membership of one room.
+type Membership struct {
+	RoomID     string
+	UserID     string
+	Membership string // join, invite, leave, ban, knock
+	EventID    string
+	Pos        int64
+	Forgotten  bool
+}
+
+// EventCommit is one event and everything that changes with it.
+type EventCommit struct {
+	Event Event
+	// NewRoom is set for a room's create event.
+	NewRoom *Room
+	// Head is the room's head after this event.
+	Latest     []string
+	Depth      int64
+	StateGroup int64
+	// NewGroup is set when the event changed the room state.
+	NewGroup *StateGroup
+	// Membership is set for m.room.member events.
+	Membership *Membership
+	// Redacts is the ID of the event this redaction redacts, when allowed,
+	// and RedactedJSON that event's JSON with its content stripped.
+	Redacts      string
+	RedactedJSON []byte
+}
+
+// Rooms is the event graph and room state.
+type Rooms interface {
+	// CommitEvents persists events, in order, in one transaction.
+	CommitEvents(ctx context.Context, commits []EventCommit) error
+	GetRoom(ctx context.Context, roomID string) (Room, error)
+	GetEvents(ctx context.Context, eventIDs []string) ([]Event, error)
+	GetStateGroup(ctx context.Context, id int64) (StateGroup, error)
+	// CurrentState is the room's current state.
+	CurrentState(ctx context.Context, roomID string) ([]StateEntry, error)
+	// RoomEvents returns up to limit events of the room with from < pos <= to,
+	// oldest first, or newest first when backwards.
+	RoomEvents(ctx context.Context, roomID string, from, to int64, limit int, backwards bool) ([]Event, error)
+	// EventByTxn finds the event a device sent with a transaction ID.
+	EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error)
+	// UserMemberships lists every room the user has a membership in.
+	UserMemberships(ctx context.Context, userID string) ([]Membership, error)
+	// RoomMemberships lists the memberships of a room.
+	RoomMemberships(ctx context.Context, roomID string) ([]Membership, error)
+	ForgetRoom(ctx context.Context, userID, roomID string) error
+
+	PutAlias(ctx context.Context, alias, roomID, creator string) error
+	GetAlias(ctx context.Context, alias string) (string, error)
+	DeleteAlias(ctx context.Context, alias string) error
+	RoomAliases(ctx context.Context, roomID string) ([]string, error)
+	SetPublished(ctx context.Context, roomID string, published bool) error
+	PublishedRooms(ctx context.Context) ([]string, error)
+}
+
+// AccountData is one piece of a user's account data; RoomID is "" for
+// global account data.
+type AccountData struct {
+	UserID  string
+	RoomID  string
+	Type    string
+	Content []byte
+	Pos     int64
+}
+
+// Receipt is one user's receipt of one type in one room.
+type Receipt struct {
+	RoomID   string
+	UserID   string
+	Type     string // m.read, m.read.private
+	ThreadID string
+	EventID  string
+	TS       int64
+	Pos      int64
+}
+
+// ToDevice is a message for one device.
+type ToDevice struct {
+	Pos      int64
+	UserID   string
+	DeviceID string
+	Sender   string
+	Type     string
+	Content  []byte
+}
+
+// Streams are the non-event things /sync delivers.
+type Streams interface {
+	PutAccountData(ctx context.Context, d AccountData) error
+	GetAccountData(ctx context.Context, userID, roomID, typ string) ([]byte, error)
+	// AccountDataSince lists the user's account data changed in (from, to].
+	AccountDataSince(ctx context.Context, userID string, from, to int64) ([]AccountData, error)
+
+	PutReceipt(ctx context.Context, r Receipt) error
+	// ReceiptsSince lists receipts in the rooms changed in (from, to].
+	ReceiptsSince(ctx context.Context, roomIDs []string, from, to int64) ([]Receipt, error)
+
+	PutToDevice(ctx context.Context, msgs []ToDevice) error
+	// ToDeviceSince lists messages for the device in (from, to], oldest first.
+	ToDeviceSince(ctx context.Context, userID, deviceID string, from, to int64, limit int) ([]ToDevice, error)
+	// DeleteToDevice drops the device's messages up to and including pos:
+	// the client has acknowledged them by syncing past it.
+	DeleteToDevice(ctx context.Context, userID, deviceID string, upTo int64) error
+}
+
+// MediaItem is an uploaded file's metadata; the bytes are on disk.
+type MediaItem struct {
+	MediaID     string
+	ContentType string
+	Size        int64
+	Filename    string
+	SHA256      string
+	Uploader    string
+	CreatedTS   int64
+}
+
+// Media is the media repository's metadata.
+type Media interface {
+	PutMedia(ctx context.Context, m MediaItem) error
+	GetMedia(ctx context.Context, mediaID string) (MediaItem, error)
+}
