@@ -237,18 +237,19 @@ func (s *Service) RoomEvents(ctx context.Context, roomID string, from, to int64,
 	return evs, limited, err
 }
 
-// Paginate returns up to limit events of the room after (forwards) or
-// before (backwards) pos, in that order; for /messages.
-func (s *Service) Paginate(ctx context.Context, roomID string, pos int64, backwards bool, limit int) ([]*Event, error) {
+// Paginate returns up to limit events of the room for /messages:
+// backwards, those with to < Pos <= from, newest first; forwards, those
+// with from < Pos <= to, oldest first.
+func (s *Service) Paginate(ctx context.Context, roomID string, from, to int64, backwards bool, limit int) ([]*Event, error) {
 	r, err := s.room(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
 	var rows []storage.Event
 	if backwards {
-		rows, err = s.store.RoomEvents(ctx, roomID, 0, pos-1, limit, true)
+		rows, err = s.store.RoomEvents(ctx, roomID, to, from, limit, true)
 	} else {
-		rows, err = s.store.RoomEvents(ctx, roomID, pos, s.stream.Current(), limit, false)
+		rows, err = s.store.RoomEvents(ctx, roomID, from, to, limit, false)
 	}
 	if err != nil {
 		return nil, err

@@ -223,3 +223,19 @@ func (s *Service) fromRow(version gomatrixserverlib.IRoomVersion, r storage.Even
 	ev.TxnDevice, ev.TxnID = r.TxnDevice, r.TxnID
 	return ev, nil
 }
+
+// StateAfter is the room state right after ev.
+func (s *Service) StateAfter(ctx context.Context, ev *Event) (*Snapshot, error) {
+	version, err := s.Version(ctx, ev.RoomID())
+	if err != nil {
+		return nil, err
+	}
+	snap, err := s.StateAt(ctx, version, ev.StateGroup)
+	if err != nil {
+		return nil, err
+	}
+	if ev.IsState() {
+		snap = snap.with(ev)
+	}
+	return snap, nil
+}
