@@ -16,4 +16,6 @@ var (
 )
 
 // Collectors are the package's Prometheus metrics, for registration.
-func Collectors() []prometheus.Collector { return []prometheus.Collector{commitSeconds, commitBatchSize} }
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{commitSeconds, commitBatchSize}
+}

@@ -16,7 +16,9 @@ import (
 	"github.com/machi-chat/machi/storage"
 )
 
-func newService(t *testing.T, store storage.Store, pol Policy) *Service {
+func newServiceB(t testing.TB, store storage.Store) *Service { return newService(t, store, nil) }
+
+func newService(t testing.TB, store storage.Store, pol Policy) *Service {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	if pol == nil {

@@ -3,8 +3,8 @@ package rooms
 import (
 	"context"
 	"errors"
-	"sync"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/machi-chat/machi/storage"

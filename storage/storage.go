@@ -229,6 +229,8 @@ type Streams interface {
 	PutReceipt(ctx context.Context, r Receipt) error
 	// ReceiptsSince lists receipts in the rooms changed in (from, to].
 	ReceiptsSince(ctx context.Context, roomIDs []string, from, to int64) ([]Receipt, error)
+	// UserReceipts lists every receipt the user has sent.
+	UserReceipts(ctx context.Context, userID string) ([]Receipt, error)
 
 	PutToDevice(ctx context.Context, msgs []ToDevice) error
 	// ToDeviceSince lists messages for the device in (from, to], oldest first.

@@ -69,23 +69,37 @@ func (db *DB) ReceiptsSince(ctx context.Context, roomIDs []string, from, to int6
 		if err != nil {
 			return nil, mapErr(err)
 		}
-		err = func() error {
-			defer rows.Close()
-			for rows.Next() {
-				var r storage.Receipt
-				if err := rows.Scan(&r.RoomID, &r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.TS, &r.Pos); err != nil {
-					return mapErr(err)
-				}
-				out = append(out, r)
-			}
-			return mapErr(rows.Err())
-		}()
+		rs, err := scanReceipts(rows)
 		if err != nil {
 			return nil, err
 		}
+		out = append(out, rs...)
 		roomIDs = roomIDs[n:]
 	}
 	return out, nil
+}
+
+// UserReceipts implements storage.Streams.
+func (db *DB) UserReceipts(ctx context.Context, userID string) ([]storage.Receipt, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos FROM receipts
+		WHERE user_id = $1 ORDER BY stream_pos`, userID)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanReceipts(rows)
+}
+
+func scanReceipts(rows *sql.Rows) ([]storage.Receipt, error) {
+	defer rows.Close()
+	var out []storage.Receipt
+	for rows.Next() {
+		var r storage.Receipt
+		if err := rows.Scan(&r.RoomID, &r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.TS, &r.Pos); err != nil {
+			return nil, mapErr(err)
+		}
+		out = append(out, r)
+	}
+	return out, mapErr(rows.Err())
 }
 
 // PutToDevice implements storage.Streams.

@@ -1,0 +1,262 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/rooms"
+	"github.com/machi-chat/machi/storage"
+)
+
+// jsonObject is raw JSON that must be an object.
+type jsonObject json.RawMessage
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (o *jsonObject) UnmarshalJSON(b []byte) error {
+	if !rawObject(b) {
+		return errBadJSON("expected a JSON object")
+	}
+	*o = append((*o)[:0], b...)
+	return nil
+}
+
+// handleGetAccountData serves GET /user/{userId}/account_data/{type} and
+// /user/{userId}/rooms/{roomId}/account_data/{type}.
+func (s *Server) handleGetAccountData(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	v := vars(r)
+	if v["userId"] != dev.UserID {
+		writeError(w, errForbidden("you can only read your own account data"))
+		return
+	}
+	content, err := s.store.GetAccountData(r.Context(), dev.UserID, v["roomId"], v["type"])
+	if err != nil {
+		if isNotFound(err) {
+			writeError(w, errNotFound("no account data of type %s", v["type"]))
+			return
+		}
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, json.RawMessage(content))
+}
+
+// handlePutAccountData serves PUT /user/{userId}/account_data/{type} and
+// /user/{userId}/rooms/{roomId}/account_data/{type}. Idempotent: the last
+// write wins.
+func (s *Server) handlePutAccountData(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	v := vars(r)
+	if v["userId"] != dev.UserID {
+		writeError(w, errForbidden("you can only set your own account data"))
+		return
+	}
+	content, err := readObject(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	switch v["type"] {
+	case "m.fully_read":
+		writeError(w, errBadJSON("m.fully_read is set through /read_markers"))
+		return
+	case "m.push_rules":
+		writeError(w, errBadJSON("push rules are set through /pushrules"))
+		return
+	}
+	if roomID := v["roomId"]; roomID != "" {
+		if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if err := s.putAccountData(r.Context(), dev.UserID, v["roomId"], v["type"], content); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{})
+}
+
+// putAccountData stores account data at a new stream position and wakes the
+// user's syncs.
+func (s *Server) putAccountData(ctx context.Context, userID, roomID, typ string, content []byte) error {
+	pos := s.rooms.Stream().Allocate()
+	err := s.store.PutAccountData(ctx, storage.AccountData{UserID: userID, RoomID: roomID, Type: typ, Content: content, Pos: pos})
+	s.rooms.Stream().Complete(pos)
+	if err == nil {
+		s.rooms.Notifier().Wake(userID)
+	}
+	return err
+}
+
+// handleTyping serves PUT /rooms/{roomId}/typing/{userId}.
+func (s *Server) handleTyping(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	v := vars(r)
+	if v["userId"] != dev.UserID {
+		writeError(w, errForbidden("you can only set your own typing state"))
+		return
+	}
+	var req struct {
+		Typing  *bool  `json:"typing"`
+		Timeout *int64 `json:"timeout"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Typing == nil {
+		writeError(w, errMissingParam("typing is required"))
+		return
+	}
+	timeout := 30 * time.Second
+	if req.Timeout != nil {
+		timeout = time.Duration(*req.Timeout) * time.Millisecond
+	}
+	members, err := s.joinedLocal(r.Context(), dev.UserID, v["roomId"])
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.typing.Set(v["roomId"], dev.UserID, *req.Typing, timeout, members)
+	writeJSON(w, 200, map[string]any{})
+}
+
+// joinedLocal checks that userID is joined to the room and returns the
+// room's joined local users.
+func (s *Server) joinedLocal(ctx context.Context, userID, roomID string) ([]string, error) {
+	snap, err := s.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if snap.Membership(userID) != spec.Join {
+		return nil, errForbidden("you are not in room %s", roomID)
+	}
+	var out []string
+	snap.Each(func(ev *rooms.Event) {
+		if ev.Type() == spec.MRoomMember && ev.Membership() == spec.Join && s.rooms.IsLocal(*ev.StateKey()) {
+			out = append(out, *ev.StateKey())
+		}
+	})
+	return out, nil
+}
+
+// handleReceipt serves POST /rooms/{roomId}/receipt/{receiptType}/{eventId}.
+// Idempotent: a receipt replaces the user's previous one of that type.
+func (s *Server) handleReceipt(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	v := vars(r)
+	var req struct {
+		ThreadID string `json:"thread_id"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.markRead(r.Context(), dev.UserID, v["roomId"], v["receiptType"], v["eventId"], req.ThreadID); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{})
+}
+
+// handleReadMarkers serves POST /rooms/{roomId}/read_markers.
+func (s *Server) handleReadMarkers(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	var req map[string]string
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	for _, typ := range []string{"m.fully_read", "m.read", "m.read.private"} {
+		if id := req[typ]; id != "" {
+			if err := s.markRead(r.Context(), dev.UserID, vars(r)["roomId"], typ, id, ""); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+	}
+	writeJSON(w, 200, map[string]any{})
+}
+
+// markRead stores a receipt or the fully-read marker.
+func (s *Server) markRead(ctx context.Context, userID, roomID, typ, eventID, threadID string) error {
+	switch typ {
+	case "m.read", "m.read.private", "m.fully_read":
+	default:
+		return errInvalidParam("unknown receipt type %q", typ)
+	}
+	members, err := s.joinedLocal(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	ev, err := s.rooms.Event(ctx, eventID)
+	if err != nil || ev.RoomID() != roomID {
+		if err != nil && !isNotFound(err) {
+			return err
+		}
+		return errNotFound("event %s not found in this room", eventID)
+	}
+	if typ == "m.fully_read" {
+		content, _ := json.Marshal(map[string]string{"event_id": eventID})
+		return s.putAccountData(ctx, userID, roomID, "m.fully_read", content)
+	}
+	pos := s.rooms.Stream().Allocate()
+	rec := storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: time.Now().UnixMilli(), Pos: pos}
+	err = s.store.PutReceipt(ctx, rec)
+	s.rooms.Stream().Complete(pos)
+	if err != nil {
+		return err
+	}
+	s.receipts.put(userID, roomID, eventID)
+	if typ == "m.read.private" {
+		members = []string{userID}
+	}
+	s.rooms.Notifier().Wake(members...)
+	return nil
+}
+
+// receiptCache keeps each user's last read event per room, for unread
+// counts, loaded from the database once per user.
+type receiptCache struct {
+	mu    sync.Mutex
+	users map[string]map[string]string
+}
+
+func (c *receiptCache) put(userID, roomID, eventID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.users[userID]; ok {
+		m[roomID] = eventID
+	}
+}
+
+// lastRead returns the event of the user's latest read receipt in the room.
+func (s *Server) lastRead(ctx context.Context, userID, roomID string) (string, error) {
+	c := &s.receipts
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.users[userID]
+	if !ok {
+		rs, err := s.store.UserReceipts(ctx, userID)
+		if err != nil {
+			return "", err
+		}
+		m = map[string]string{}
+		for _, r := range rs { // ordered by position: the last wins
+			if r.Type == "m.read" || r.Type == "m.read.private" {
+				m[r.RoomID] = r.EventID
+			}
+		}
+		if c.users == nil {
+			c.users = map[string]map[string]string{}
+		}
+		c.users[userID] = m
+	}
+	return m[roomID], nil
+}

@@ -1,0 +1,596 @@
+package clientapi
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/machi-chat/machi/storage"
+)
+
+func isNotFound(err error) bool { return errors.Is(err, storage.ErrNotFound) }
+
+func pathUnescape(s string) (string, error) { return url.PathUnescape(s) }
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+var localpartRE = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
+
+// userID makes a full user ID from a localpart or accepts a full local ID.
+func (s *Server) userID(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if strings.HasPrefix(name, "@") {
+		local, server, ok := strings.Cut(name[1:], ":")
+		if !ok || server != s.cfg.ServerName {
+			return "", errForbidden("%s is not a user of this server", name)
+		}
+		name = local
+	}
+	name = strings.ToLower(name)
+	if name == "" || !localpartRE.MatchString(name) {
+		return "", newErr(http.StatusBadRequest, "M_INVALID_USERNAME", "user names may contain only a-z, 0-9, and ._=-/+")
+	}
+	id := "@" + name + ":" + s.cfg.ServerName
+	if len(id) > 255 {
+		return "", newErr(http.StatusBadRequest, "M_INVALID_USERNAME", "user ID is too long")
+	}
+	return id, nil
+}
+
+// CreateUser creates an account; for registration and the admin CLI.
+func CreateUser(ctx context.Context, store storage.Accounts, userID, password string, admin bool, cost int) error {
+	hash := ""
+	if password != "" {
+		h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+		if err != nil {
+			return fmt.Errorf("hash password: %w", err)
+		}
+		hash = string(h)
+	}
+	return store.CreateUser(ctx, storage.User{UserID: userID, PasswordHash: hash, IsAdmin: admin, CreatedTS: time.Now().UnixMilli()})
+}
+
+// SetPassword sets a user's password; for the admin CLI and /account/password.
+func SetPassword(ctx context.Context, store storage.Accounts, userID, password string, cost int) error {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+	if err != nil {
+		return fmt.Errorf("hash password: %w", err)
+	}
+	return store.SetPasswordHash(ctx, userID, string(h))
+}
+
+// newDevice logs a user in on a device and returns its access token.
+func (s *Server) newDevice(ctx context.Context, r *http.Request, userID, deviceID, displayName string) (string, string, error) {
+	if deviceID == "" {
+		deviceID = strings.ToUpper(randomToken(8))[:10]
+	}
+	// Re-using a device ID replaces its token: the old one stops working.
+	if old, err := s.store.GetDevice(ctx, userID, deviceID); err == nil {
+		s.forgetTokens(old.TokenHash)
+	}
+	tok := "mct_" + randomToken(32)
+	now := time.Now().UnixMilli()
+	err := s.store.PutDevice(ctx, storage.Device{
+		UserID: userID, DeviceID: deviceID, DisplayName: displayName, TokenHash: hashToken(tok),
+		LastSeenTS: now, LastSeenIP: clientIP(r), CreatedTS: now,
+	})
+	return deviceID, tok, err
+}
+
+type loginResponse struct {
+	UserID      string `json:"user_id"`
+	AccessToken string `json:"access_token,omitempty"`
+	DeviceID    string `json:"device_id,omitempty"`
+	HomeServer  string `json:"home_server,omitempty"`
+}
+
+// handleLoginFlows serves GET /_matrix/client/v3/login.
+func (s *Server) handleLoginFlows(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, map[string]any{"flows": []any{map[string]string{"type": "m.login.password"}}})
+}
+
+type identifier struct {
+	Type string `json:"type"`
+	User string `json:"user"`
+}
+
+type passwordAuth struct {
+	Type       string     `json:"type"`
+	Identifier identifier `json:"identifier"`
+	User       string     `json:"user"` // deprecated form
+	Password   string     `json:"password"`
+	Session    string     `json:"session"`
+}
+
+// checkPassword verifies a password login and returns the user ID.
+func (s *Server) checkPassword(ctx context.Context, a passwordAuth) (string, error) {
+	name := a.Identifier.User
+	if a.Identifier.Type == "" && name == "" {
+		name = a.User
+	} else if a.Identifier.Type != "m.id.user" {
+		return "", errBadJSON("unsupported identifier type %q", a.Identifier.Type)
+	}
+	if name == "" || a.Password == "" {
+		return "", errMissingParam("user and password are required")
+	}
+	userID, err := s.userID(name)
+	if err != nil {
+		return "", errForbidden("invalid user name or password")
+	}
+	u, err := s.store.GetUser(ctx, userID)
+	if err != nil && !isNotFound(err) {
+		return "", err
+	}
+	if err != nil || u.Deactivated || u.PasswordHash == "" ||
+		bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(a.Password)) != nil {
+		return "", errForbidden("invalid user name or password")
+	}
+	return userID, nil
+}
+
+// handleLogin serves POST /_matrix/client/v3/login (m.login.password).
+// Not idempotent: every call makes a new token (re-using device_id replaces
+// that device's token).
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if err := s.limiter.allow("login:" + clientIP(r)); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req struct {
+		passwordAuth
+		DeviceID    string `json:"device_id"`
+		DisplayName string `json:"initial_device_display_name"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Type != "m.login.password" {
+		writeError(w, newErr(http.StatusBadRequest, "M_UNKNOWN", "unsupported login type %q", req.Type))
+		return
+	}
+	userID, err := s.checkPassword(r.Context(), req.passwordAuth)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	deviceID, tok, err := s.newDevice(r.Context(), r, userID, req.DeviceID, req.DisplayName)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, loginResponse{UserID: userID, AccessToken: tok, DeviceID: deviceID, HomeServer: s.cfg.ServerName})
+}
+
+// uiaPassword runs user-interactive auth with m.login.password for a
+// sensitive request by dev: it returns nil once the password is given.
+func (s *Server) uiaPassword(w http.ResponseWriter, r *http.Request, dev *Device, auth *passwordAuth) bool {
+	if auth == nil || auth.Type == "" {
+		writeJSON(w, http.StatusUnauthorized, map[string]any{
+			"flows": []any{map[string]any{"stages": []string{"m.login.password"}}}, "params": map[string]any{}, "session": randomToken(12),
+		})
+		return false
+	}
+	if auth.Type != "m.login.password" {
+		writeError(w, errBadJSON("unsupported auth type %q", auth.Type))
+		return false
+	}
+	if auth.Identifier.User == "" && auth.User == "" {
+		auth.Identifier = identifier{Type: "m.id.user", User: dev.UserID}
+	}
+	userID, err := s.checkPassword(r.Context(), *auth)
+	if err != nil {
+		writeError(w, err)
+		return false
+	}
+	if userID != dev.UserID {
+		writeError(w, errForbidden("the password given is not for your account"))
+		return false
+	}
+	return true
+}
+
+// handleRegister serves POST /_matrix/client/v3/register: open registration
+// (when enabled) with the m.login.dummy stage.
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("kind") == "guest" {
+		writeError(w, newErr(http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled"))
+		return
+	}
+	if !s.cfg.Registration.Enabled {
+		writeError(w, errForbidden("registration is disabled: ask an administrator for an account"))
+		return
+	}
+	if err := s.limiter.allow("register:" + clientIP(r)); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req struct {
+		Username     string `json:"username"`
+		Password     string `json:"password"`
+		DeviceID     string `json:"device_id"`
+		DisplayName  string `json:"initial_device_display_name"`
+		InhibitLogin bool   `json:"inhibit_login"`
+		Auth         *struct {
+			Type    string `json:"type"`
+			Session string `json:"session"`
+		} `json:"auth"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Auth == nil || req.Auth.Type == "" {
+		writeJSON(w, http.StatusUnauthorized, map[string]any{
+			"flows": []any{map[string]any{"stages": []string{"m.login.dummy"}}}, "params": map[string]any{}, "session": randomToken(12),
+		})
+		return
+	}
+	if req.Auth.Type != "m.login.dummy" {
+		writeError(w, errBadJSON("unsupported auth type %q", req.Auth.Type))
+		return
+	}
+	if req.Username == "" {
+		req.Username = strings.ToLower(randomToken(9))
+	}
+	userID, err := s.userID(req.Username)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Password == "" {
+		writeError(w, errMissingParam("password is required"))
+		return
+	}
+	if len(req.Password) > 512 {
+		writeError(w, newErr(http.StatusBadRequest, "M_WEAK_PASSWORD", "password is too long"))
+		return
+	}
+	if err := CreateUser(r.Context(), s.store, userID, req.Password, false, s.cfg.Registration.BcryptCost); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			writeError(w, newErr(http.StatusBadRequest, "M_USER_IN_USE", "that user name is taken"))
+			return
+		}
+		writeError(w, err)
+		return
+	}
+	resp := loginResponse{UserID: userID, HomeServer: s.cfg.ServerName}
+	if !req.InhibitLogin {
+		if resp.DeviceID, resp.AccessToken, err = s.newDevice(r.Context(), r, userID, req.DeviceID, req.DisplayName); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	writeJSON(w, 200, resp)
+}
+
+// handleRegisterAvailable serves GET /_matrix/client/v3/register/available.
+func (s *Server) handleRegisterAvailable(w http.ResponseWriter, r *http.Request) {
+	userID, err := s.userID(r.URL.Query().Get("username"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := s.store.GetUser(r.Context(), userID); err == nil {
+		writeError(w, newErr(http.StatusBadRequest, "M_USER_IN_USE", "that user name is taken"))
+		return
+	} else if !isNotFound(err) {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]bool{"available": true})
+}
+
+// handleSharedSecretNonce serves GET /_synapse/admin/v1/register.
+func (s *Server) handleSharedSecretNonce(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Registration.SharedSecret == "" {
+		writeError(w, errForbidden("shared-secret registration is disabled"))
+		return
+	}
+	writeJSON(w, 200, map[string]string{"nonce": s.nonces.issue()})
+}
+
+// handleSharedSecretRegister serves POST /_synapse/admin/v1/register: the
+// body's mac is HMAC-SHA1(secret, nonce\0user\0password\0admin|notadmin).
+// A nonce works once.
+func (s *Server) handleSharedSecretRegister(w http.ResponseWriter, r *http.Request) {
+	secret := s.cfg.Registration.SharedSecret
+	if secret == "" {
+		writeError(w, errForbidden("shared-secret registration is disabled"))
+		return
+	}
+	var req struct {
+		Nonce       string `json:"nonce"`
+		Username    string `json:"username"`
+		DisplayName string `json:"displayname"`
+		Password    string `json:"password"`
+		Admin       bool   `json:"admin"`
+		Mac         string `json:"mac"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Nonce == "" || req.Username == "" || req.Password == "" || req.Mac == "" {
+		writeError(w, errMissingParam("nonce, username, password and mac are required"))
+		return
+	}
+	if !s.nonces.use(req.Nonce) {
+		writeError(w, errForbidden("unrecognised nonce"))
+		return
+	}
+	mac := hmac.New(sha1.New, []byte(secret))
+	adminStr := "notadmin"
+	if req.Admin {
+		adminStr = "admin"
+	}
+	mac.Write([]byte(req.Nonce + "\x00" + req.Username + "\x00" + req.Password + "\x00" + adminStr))
+	want := hex.EncodeToString(mac.Sum(nil))
+	if !hmac.Equal([]byte(want), []byte(strings.ToLower(req.Mac))) {
+		writeError(w, errForbidden("HMAC incorrect"))
+		return
+	}
+	userID, err := s.userID(req.Username)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := CreateUser(r.Context(), s.store, userID, req.Password, req.Admin, s.cfg.Registration.BcryptCost); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			writeError(w, newErr(http.StatusBadRequest, "M_USER_IN_USE", "that user name is taken"))
+			return
+		}
+		writeError(w, err)
+		return
+	}
+	if req.DisplayName != "" {
+		_ = s.store.SetDisplayName(r.Context(), userID, req.DisplayName)
+	}
+	deviceID, tok, err := s.newDevice(r.Context(), r, userID, "", "")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, loginResponse{UserID: userID, AccessToken: tok, DeviceID: deviceID, HomeServer: s.cfg.ServerName})
+}
+
+// handleWhoami serves GET /_matrix/client/v3/account/whoami.
+func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	writeJSON(w, 200, map[string]any{"user_id": dev.UserID, "device_id": dev.DeviceID, "is_guest": false})
+}
+
+// handleLogout serves POST /_matrix/client/v3/logout: deletes this device.
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	if _, err := s.store.DeleteDevices(r.Context(), dev.UserID, []string{dev.DeviceID}, ""); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.forgetTokens(dev.tokenHash)
+	writeJSON(w, 200, map[string]any{})
+}
+
+// handleLogoutAll serves POST /_matrix/client/v3/logout/all.
+func (s *Server) handleLogoutAll(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	if _, err := s.store.DeleteDevices(r.Context(), dev.UserID, nil, ""); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.forgetUserTokens(dev.UserID)
+	writeJSON(w, 200, map[string]any{})
+}
+
+// handlePassword serves POST /_matrix/client/v3/account/password (UIA:
+// m.login.password). Other devices are logged out unless logout_devices is
+// false.
+func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	var req struct {
+		NewPassword   string        `json:"new_password"`
+		LogoutDevices *bool         `json:"logout_devices"`
+		Auth          *passwordAuth `json:"auth"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if !s.uiaPassword(w, r, dev, req.Auth) {
+		return
+	}
+	if req.NewPassword == "" {
+		writeError(w, errMissingParam("new_password is required"))
+		return
+	}
+	if err := SetPassword(r.Context(), s.store, dev.UserID, req.NewPassword, s.cfg.Registration.BcryptCost); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.LogoutDevices == nil || *req.LogoutDevices {
+		if _, err := s.store.DeleteDevices(r.Context(), dev.UserID, nil, dev.DeviceID); err != nil {
+			writeError(w, err)
+			return
+		}
+		s.forgetUserTokens(dev.UserID)
+	}
+	writeJSON(w, 200, map[string]any{})
+}
+
+// handleDeactivate serves POST /_matrix/client/v3/account/deactivate (UIA:
+// m.login.password): leaves every room, then deactivates the account and
+// removes its devices.
+func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	var req struct {
+		Auth *passwordAuth `json:"auth"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if !s.uiaPassword(w, r, dev, req.Auth) {
+		return
+	}
+	if err := s.leaveAll(r.Context(), dev.UserID); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.store.DeactivateUser(r.Context(), dev.UserID); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.forgetUserTokens(dev.UserID)
+	writeJSON(w, 200, map[string]string{"id_server_unbind_result": "no-support"})
+}
+
+type deviceJSON struct {
+	DeviceID    string `json:"device_id"`
+	DisplayName string `json:"display_name,omitempty"`
+	LastSeenIP  string `json:"last_seen_ip,omitempty"`
+	LastSeenTS  int64  `json:"last_seen_ts,omitempty"`
+}
+
+func toDeviceJSON(d storage.Device) deviceJSON {
+	return deviceJSON{DeviceID: d.DeviceID, DisplayName: d.DisplayName, LastSeenIP: d.LastSeenIP, LastSeenTS: d.LastSeenTS}
+}
+
+// handleDevices serves GET /_matrix/client/v3/devices.
+func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	list, err := s.store.ListDevices(r.Context(), dev.UserID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]deviceJSON, 0, len(list))
+	for _, d := range list {
+		out = append(out, toDeviceJSON(d))
+	}
+	writeJSON(w, 200, map[string]any{"devices": out})
+}
+
+// handleGetDevice serves GET /_matrix/client/v3/devices/{deviceId}.
+func (s *Server) handleGetDevice(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	d, err := s.store.GetDevice(r.Context(), dev.UserID, vars(r)["deviceId"])
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, toDeviceJSON(d))
+}
+
+// handlePutDevice serves PUT /_matrix/client/v3/devices/{deviceId}.
+func (s *Server) handlePutDevice(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	var req struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	id := vars(r)["deviceId"]
+	if _, err := s.store.GetDevice(r.Context(), dev.UserID, id); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.DisplayName != nil {
+		if err := s.store.SetDeviceName(r.Context(), dev.UserID, id, *req.DisplayName); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	writeJSON(w, 200, map[string]any{})
+}
+
+// handleDeleteDevice serves DELETE /_matrix/client/v3/devices/{deviceId}
+// (UIA: m.login.password).
+func (s *Server) handleDeleteDevice(w http.ResponseWriter, r *http.Request) {
+	s.deleteDevices(w, r, []string{vars(r)["deviceId"]}, false)
+}
+
+// handleDeleteDevices serves POST /_matrix/client/v3/delete_devices (UIA).
+func (s *Server) handleDeleteDevices(w http.ResponseWriter, r *http.Request) {
+	s.deleteDevices(w, r, nil, true)
+}
+
+func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request, ids []string, fromBody bool) {
+	dev := DeviceFrom(r.Context())
+	var req struct {
+		Devices []string      `json:"devices"`
+		Auth    *passwordAuth `json:"auth"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if fromBody {
+		if req.Devices == nil {
+			writeError(w, errMissingParam("devices is required"))
+			return
+		}
+		ids = req.Devices
+	}
+	if len(ids) == 0 {
+		writeJSON(w, 200, map[string]any{})
+		return
+	}
+	if len(ids) == 1 && !fromBody {
+		if _, err := s.store.GetDevice(r.Context(), dev.UserID, ids[0]); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if !s.uiaPassword(w, r, dev, req.Auth) {
+		return
+	}
+	hashes := map[string]string{}
+	if list, err := s.store.ListDevices(r.Context(), dev.UserID); err == nil {
+		for _, d := range list {
+			hashes[d.DeviceID] = d.TokenHash
+		}
+	}
+	deleted, err := s.store.DeleteDevices(r.Context(), dev.UserID, ids, "")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	for _, id := range deleted {
+		s.forgetTokens(hashes[id])
+	}
+	writeJSON(w, 200, map[string]any{})
+}
+
+// rawObject reports whether b is a JSON object.
+func rawObject(b json.RawMessage) bool {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}

@@ -1,0 +1,156 @@
+package clientapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/machi-chat/machi/policy"
+	"github.com/machi-chat/machi/rooms"
+	"github.com/machi-chat/machi/storage"
+)
+
+// Error is a Matrix error: an errcode, a message and the HTTP status.
+type Error struct {
+	Status int
+	Code   string
+	Msg    string
+	// Extra holds more top-level fields (retry_after_ms, rule, …).
+	Extra map[string]any
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Msg }
+
+func newErr(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Common errors.
+func errForbidden(format string, args ...any) *Error {
+	return newErr(http.StatusForbidden, "M_FORBIDDEN", format, args...)
+}
+func errNotFound(format string, args ...any) *Error {
+	return newErr(http.StatusNotFound, "M_NOT_FOUND", format, args...)
+}
+func errBadJSON(format string, args ...any) *Error {
+	return newErr(http.StatusBadRequest, "M_BAD_JSON", format, args...)
+}
+func errMissingParam(format string, args ...any) *Error {
+	return newErr(http.StatusBadRequest, "M_MISSING_PARAM", format, args...)
+}
+func errInvalidParam(format string, args ...any) *Error {
+	return newErr(http.StatusBadRequest, "M_INVALID_PARAM", format, args...)
+}
+
+// writeJSON writes v as the JSON response body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var body []byte
+	switch b := v.(type) {
+	case []byte:
+		body = b
+	case json.RawMessage:
+		body = b
+	default:
+		var err error
+		if body, err = json.Marshal(v); err != nil {
+			status, body = 500, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode the response"}`)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// writeError writes err as a Matrix error, mapping the errors of the
+// packages below to the right code and status.
+func writeError(w http.ResponseWriter, err error) {
+	e := toMatrixError(err)
+	body := map[string]any{"errcode": e.Code, "error": e.Msg}
+	for k, v := range e.Extra {
+		body[k] = v
+	}
+	writeJSON(w, e.Status, body)
+}
+
+func toMatrixError(err error) *Error {
+	var me *Error
+	var denial *policy.Denial
+	var forbidden *rooms.Forbidden
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &me):
+		return me
+	case errors.As(err, &denial):
+		return &Error{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Msg: denial.Error(),
+			Extra: map[string]any{"org.machi.rule": denial.RuleID, "org.machi.message_ja": denial.JA, "org.machi.message_en": denial.EN}}
+	case errors.As(err, &forbidden):
+		return errForbidden("%s", forbidden.Reason)
+	case errors.As(err, &tooLarge):
+		return newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "request body is larger than %d bytes", tooLarge.Limit)
+	case errors.Is(err, rooms.ErrUnknownRoom):
+		return errNotFound("unknown room")
+	case errors.Is(err, rooms.ErrBadEvent):
+		return errBadJSON("%s", strings.TrimPrefix(err.Error(), "bad event: "))
+	case errors.Is(err, rooms.ErrUnsupportedVersion):
+		return newErr(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", "unsupported room version")
+	case errors.Is(err, storage.ErrNotFound):
+		return errNotFound("not found")
+	default:
+		return newErr(http.StatusInternalServerError, "M_UNKNOWN", "internal error")
+	}
+}
+
+// readBody reads the request body, mapping a body past the limit to
+// M_TOO_LARGE. An empty body reads as {}.
+func readBody(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, err
+		}
+		return nil, errBadJSON("could not read the request body")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	return body, nil
+}
+
+// readObject reads a body that must be a JSON object and returns it raw:
+// M_NOT_JSON for a body that is not JSON, M_BAD_JSON for JSON that is not
+// an object.
+func readObject(r *http.Request) (json.RawMessage, error) {
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(body) {
+		return nil, newErr(http.StatusBadRequest, "M_NOT_JSON", "the request body is not valid JSON")
+	}
+	if trimmed := bytes.TrimSpace(body); trimmed[0] != '{' {
+		return nil, errBadJSON("the request body must be a JSON object")
+	}
+	return body, nil
+}
+
+// readJSON decodes the request body, which must be a JSON object, into v:
+// M_BAD_JSON for fields of the wrong type.
+func readJSON(r *http.Request, v any) error {
+	body, err := readObject(r)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return errBadJSON("field %q has the wrong type: want %s", te.Field, te.Type)
+		}
+		return errBadJSON("%v", err)
+	}
+	return nil
+}

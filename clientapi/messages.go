@@ -1,0 +1,260 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/rooms"
+)
+
+var nowTime = time.Now
+
+// syncToken is a /sync position: the stream position and the typing
+// counter. Written "s<pos>_<typing>".
+type syncToken struct {
+	pos    int64
+	typing uint64
+}
+
+func (t syncToken) String() string { return fmt.Sprintf("s%d_%d", t.pos, t.typing) }
+
+func parseSyncToken(s string) (syncToken, error) {
+	var t syncToken
+	rest, ok := strings.CutPrefix(s, "s")
+	if !ok {
+		return t, errInvalidParam("invalid since token %q", s)
+	}
+	p, ty, _ := strings.Cut(rest, "_")
+	var err error
+	if t.pos, err = strconv.ParseInt(p, 10, 64); err != nil || t.pos < 0 {
+		return t, errInvalidParam("invalid since token %q", s)
+	}
+	if ty != "" {
+		if t.typing, err = strconv.ParseUint(ty, 10, 64); err != nil {
+			return t, errInvalidParam("invalid since token %q", s)
+		}
+	}
+	return t, nil
+}
+
+// Pagination tokens are "t<pos>": every event at or before pos is behind
+// the token. /messages also accepts sync tokens.
+func posToken(pos int64) string { return "t" + strconv.FormatInt(pos, 10) }
+
+func parsePosToken(s string) (int64, error) {
+	if strings.HasPrefix(s, "s") {
+		t, err := parseSyncToken(s)
+		return t.pos, err
+	}
+	p, err := strconv.ParseInt(strings.TrimPrefix(s, "t"), 10, 64)
+	if err != nil || !strings.HasPrefix(s, "t") || p < 0 {
+		return 0, errInvalidParam("invalid pagination token %q", s)
+	}
+	return p, nil
+}
+
+// handleMessages serves GET /rooms/{roomId}/messages.
+func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	roomID := vars(r)["roomId"]
+	q := r.URL.Query()
+	upTo, err := s.access(r.Context(), dev.UserID, roomID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	backwards := true
+	switch q.Get("dir") {
+	case "b":
+	case "f":
+		backwards = false
+	default:
+		writeError(w, errInvalidParam("dir must be b or f"))
+		return
+	}
+	from := upTo
+	if !backwards {
+		from = 0
+	}
+	if t := q.Get("from"); t != "" {
+		if from, err = parsePosToken(t); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	to := int64(0)
+	if !backwards {
+		to = upTo
+	}
+	if t := q.Get("to"); t != "" {
+		if to, err = parsePosToken(t); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	from, to = min(from, upTo), min(to, upTo)
+	limit := 10
+	if l := q.Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit < 0 {
+			writeError(w, errInvalidParam("invalid limit"))
+			return
+		}
+	}
+	limit = min(limit, 1000)
+	filter := &RoomEventFilter{}
+	if f := q.Get("filter"); f != "" {
+		if err := json.Unmarshal([]byte(f), filter); err != nil {
+			writeError(w, errBadJSON("invalid filter: %v", err))
+			return
+		}
+	}
+	if filter.Limit > 0 && filter.Limit < limit {
+		limit = filter.Limit
+	}
+
+	var chunk []*rooms.Event
+	cursor := from
+	more := true
+	// Filtered events don't count towards the limit; read pages until the
+	// limit is met, bounded.
+	for page := 0; page < 20 && len(chunk) < limit && more; page++ {
+		evs, err := s.rooms.Paginate(r.Context(), roomID, cursor, to, backwards, limit)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		consumed := 0
+		for _, ev := range evs {
+			consumed++
+			if backwards {
+				cursor = ev.Pos - 1
+			} else {
+				cursor = ev.Pos
+			}
+			if filter.allowsEvent(ev) {
+				chunk = append(chunk, ev)
+				if len(chunk) == limit {
+					break
+				}
+			}
+		}
+		more = consumed < len(evs) || (len(evs) == limit && limit > 0)
+	}
+	now := nowTime()
+	out := make([]json.RawMessage, 0, len(chunk))
+	for _, ev := range chunk {
+		out = append(out, ev.ClientJSON(now, dev.key()))
+	}
+	resp := map[string]any{"chunk": out, "start": posToken(from)}
+	if more {
+		resp["end"] = posToken(cursor)
+	}
+	if filter.LazyLoadMembers && len(chunk) > 0 {
+		resp["state"] = s.memberEvents(r, dev, roomID, chunk)
+	}
+	writeJSON(w, 200, resp)
+}
+
+// memberEvents returns the current member events of the senders of evs,
+// for lazy-loading clients.
+func (s *Server) memberEvents(r *http.Request, dev *Device, roomID string, evs []*rooms.Event) []json.RawMessage {
+	snap, err := s.stateAt(r.Context(), dev.UserID, roomID)
+	if err != nil {
+		return []json.RawMessage{}
+	}
+	seen := map[string]bool{}
+	out := []json.RawMessage{}
+	now := nowTime()
+	for _, ev := range evs {
+		if seen[ev.Sender()] {
+			continue
+		}
+		seen[ev.Sender()] = true
+		if m := snap.Get(spec.MRoomMember, ev.Sender()); m != nil {
+			out = append(out, m.ClientJSON(now, dev.key()))
+		}
+	}
+	return out
+}
+
+// handleContext serves GET /rooms/{roomId}/context/{eventId}.
+func (s *Server) handleContext(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	v := vars(r)
+	roomID := v["roomId"]
+	upTo, err := s.access(r.Context(), dev.UserID, roomID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	limit := 10
+	if l := r.URL.Query().Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit < 0 {
+			writeError(w, errInvalidParam("invalid limit"))
+			return
+		}
+	}
+	limit = min(limit, 100)
+	filter := &RoomEventFilter{}
+	if f := r.URL.Query().Get("filter"); f != "" {
+		if err := json.Unmarshal([]byte(f), filter); err != nil {
+			writeError(w, errBadJSON("invalid filter: %v", err))
+			return
+		}
+	}
+	ev, err := s.rooms.Event(r.Context(), v["eventId"])
+	if err != nil || ev.RoomID() != roomID || ev.Pos > upTo {
+		writeError(w, errNotFound("event not found"))
+		return
+	}
+	before, err := s.rooms.Paginate(r.Context(), roomID, ev.Pos-1, 0, true, limit/2)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	after, err := s.rooms.Paginate(r.Context(), roomID, ev.Pos, upTo, false, limit-limit/2)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	now := nowTime()
+	enc := func(evs []*rooms.Event) []json.RawMessage {
+		out := []json.RawMessage{}
+		for _, e := range evs {
+			if filter.allowsEvent(e) {
+				out = append(out, e.ClientJSON(now, dev.key()))
+			}
+		}
+		return out
+	}
+	start, end := ev.Pos-1, ev.Pos
+	if len(before) > 0 {
+		start = before[len(before)-1].Pos - 1
+	}
+	last := ev
+	if len(after) > 0 {
+		last = after[len(after)-1]
+		end = last.Pos
+	}
+	snap, err := s.rooms.StateAfter(r.Context(), last)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	state := []json.RawMessage{}
+	snap.Each(func(e *rooms.Event) {
+		if !filter.LazyLoadMembers || e.Type() != spec.MRoomMember {
+			state = append(state, e.ClientJSON(now, dev.key()))
+		}
+	})
+	writeJSON(w, 200, map[string]any{
+		"event": json.RawMessage(ev.ClientJSON(now, dev.key())), "events_before": enc(before), "events_after": enc(after),
+		"start": posToken(start), "end": posToken(end), "state": state,
+	})
+}

@@ -1,0 +1,142 @@
+package clientapi
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/storage"
+)
+
+// handleVersions serves GET /_matrix/client/versions.
+func (s *Server) handleVersions(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, map[string]any{
+		"versions": []string{"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
+			"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16"},
+		"unstable_features": map[string]bool{},
+	})
+}
+
+// handleWellKnown serves GET /.well-known/matrix/client.
+func (s *Server) handleWellKnown(w http.ResponseWriter, r *http.Request) {
+	base := s.cfg.Listen.PublicBaseURL
+	if base == "" {
+		base = "http://" + s.cfg.Listen.Client
+	}
+	writeJSON(w, 200, map[string]any{"m.homeserver": map[string]string{"base_url": base}})
+}
+
+// handleCapabilities serves GET /_matrix/client/v3/capabilities.
+func (s *Server) handleCapabilities(w http.ResponseWriter, r *http.Request) {
+	available := map[string]string{}
+	for _, v := range config.SupportedRoomVersions {
+		available[v] = "stable"
+	}
+	writeJSON(w, 200, map[string]any{"capabilities": map[string]any{
+		"m.change_password": map[string]bool{"enabled": true},
+		"m.room_versions":   map[string]any{"default": s.cfg.Rooms.DefaultVersion, "available": available},
+		"m.set_displayname": map[string]bool{"enabled": true},
+		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.3pid_changes":    map[string]bool{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": false},
+		"m.profile_fields":  map[string]any{"enabled": true, "allowed": []string{"displayname", "avatar_url"}},
+	}})
+}
+
+// recentTxns remembers recent transaction IDs of endpoints whose effect is
+// not a room event (to-device), so a retry is not delivered twice.
+type recentTxns struct {
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	order []string
+}
+
+const recentTxnsMax = 10000
+
+// first reports whether key is new, and remembers it.
+func (t *recentTxns) first(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seen == nil {
+		t.seen = map[string]time.Time{}
+	}
+	if _, ok := t.seen[key]; ok {
+		return false
+	}
+	t.seen[key] = time.Now()
+	t.order = append(t.order, key)
+	if len(t.order) > recentTxnsMax {
+		delete(t.seen, t.order[0])
+		t.order = t.order[1:]
+	}
+	return true
+}
+
+// forget drops key after a failure, so the client's retry is attempted.
+func (t *recentTxns) forget(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.seen, key)
+}
+
+// handleSendToDevice serves PUT /sendToDevice/{eventType}/{txnId}.
+// Idempotent per device and txnId for the last 10,000 transactions.
+func (s *Server) handleSendToDevice(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	v := vars(r)
+	var req struct {
+		Messages map[string]map[string]jsonObject `json:"messages"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	key := dev.key() + "|" + v["txnId"]
+	if !s.toDeviceTxns.first(key) {
+		writeJSON(w, 200, map[string]any{})
+		return
+	}
+	var msgs []storage.ToDevice
+	var wake []string
+	for userID, byDevice := range req.Messages {
+		if !s.rooms.IsLocal(userID) {
+			continue // federation comes later
+		}
+		for deviceID, content := range byDevice {
+			targets := []string{deviceID}
+			if deviceID == "*" {
+				list, err := s.store.ListDevices(r.Context(), userID)
+				if err != nil {
+					s.toDeviceTxns.forget(key)
+					writeError(w, err)
+					return
+				}
+				targets = targets[:0]
+				for _, d := range list {
+					targets = append(targets, d.DeviceID)
+				}
+			}
+			for _, t := range targets {
+				msgs = append(msgs, storage.ToDevice{UserID: userID, DeviceID: t, Sender: dev.UserID, Type: v["eventType"], Content: content})
+			}
+		}
+		wake = append(wake, userID)
+	}
+	if len(msgs) > 0 {
+		positions := make([]int64, len(msgs))
+		for i := range msgs {
+			positions[i] = s.rooms.Stream().Allocate()
+			msgs[i].Pos = positions[i]
+		}
+		err := s.store.PutToDevice(r.Context(), msgs)
+		s.rooms.Stream().Complete(positions...)
+		if err != nil {
+			s.toDeviceTxns.forget(key)
+			writeError(w, err)
+			return
+		}
+		s.rooms.Notifier().Wake(wake...)
+	}
+	writeJSON(w, 200, map[string]any{})
+}

@@ -1,0 +1,80 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+)
+
+// routes registers every client-server route.
+func (s *Server) routes(r *mux.Router) {
+	const auth, open = true, false
+
+	r.HandleFunc("/_matrix/client/versions", s.handleVersions).Methods(http.MethodGet)
+	r.HandleFunc("/.well-known/matrix/client", s.handleWellKnown).Methods(http.MethodGet)
+	r.HandleFunc("/_synapse/admin/v1/register", s.handleSharedSecretNonce).Methods(http.MethodGet)
+	r.HandleFunc("/_synapse/admin/v1/register", s.handleSharedSecretRegister).Methods(http.MethodPost)
+
+	// Accounts and devices.
+	s.handle(r, "GET", "/login", open, s.handleLoginFlows)
+	s.handle(r, "POST", "/login", open, s.handleLogin)
+	s.handle(r, "POST", "/logout", auth, s.handleLogout)
+	s.handle(r, "POST", "/logout/all", auth, s.handleLogoutAll)
+	s.handle(r, "POST", "/register", open, s.handleRegister)
+	s.handle(r, "GET", "/register/available", open, s.handleRegisterAvailable)
+	s.handle(r, "GET", "/account/whoami", auth, s.handleWhoami)
+	s.handle(r, "POST", "/account/password", auth, s.handlePassword)
+	s.handle(r, "POST", "/account/deactivate", auth, s.handleDeactivate)
+	s.handle(r, "GET", "/devices", auth, s.handleDevices)
+	s.handle(r, "GET", "/devices/{deviceId}", auth, s.handleGetDevice)
+	s.handle(r, "PUT", "/devices/{deviceId}", auth, s.handlePutDevice)
+	s.handle(r, "DELETE", "/devices/{deviceId}", auth, s.handleDeleteDevice)
+	s.handle(r, "POST", "/delete_devices", auth, s.handleDeleteDevices)
+	s.handle(r, "GET", "/capabilities", auth, s.handleCapabilities)
+
+	// Rooms.
+	s.handle(r, "POST", "/createRoom", auth, s.handleCreateRoom)
+	s.handle(r, "POST", "/join/{roomIdOrAlias}", auth, s.handleJoin)
+	s.handle(r, "POST", "/rooms/{roomId}/join", auth, s.handleJoin)
+	for _, action := range []string{"invite", "kick", "ban", "unban", "leave"} {
+		s.handle(r, "POST", "/rooms/{roomId}/"+action, auth, s.handleMembership(action))
+	}
+	s.handle(r, "POST", "/rooms/{roomId}/forget", auth, s.handleForget)
+	s.handle(r, "GET", "/joined_rooms", auth, s.handleJoinedRooms)
+	s.handle(r, "PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", auth, s.handleSend)
+	s.handle(r, "GET", "/rooms/{roomId}/state", auth, s.handleState)
+	s.handle(r, "GET", "/rooms/{roomId}/state/{eventType}", auth, s.handleGetState)
+	s.handle(r, "GET", "/rooms/{roomId}/state/{eventType}/", auth, s.handleGetState)
+	s.handle(r, "GET", "/rooms/{roomId}/state/{eventType}/{stateKey}", auth, s.handleGetState)
+	s.handle(r, "PUT", "/rooms/{roomId}/state/{eventType}", auth, s.handlePutState)
+	s.handle(r, "PUT", "/rooms/{roomId}/state/{eventType}/", auth, s.handlePutState)
+	s.handle(r, "PUT", "/rooms/{roomId}/state/{eventType}/{stateKey}", auth, s.handlePutState)
+	s.handle(r, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", auth, s.handleRedact)
+	s.handle(r, "GET", "/rooms/{roomId}/event/{eventId}", auth, s.handleEvent)
+	s.handle(r, "GET", "/rooms/{roomId}/members", auth, s.handleMembers)
+	s.handle(r, "GET", "/rooms/{roomId}/joined_members", auth, s.handleJoinedMembers)
+	s.handle(r, "GET", "/rooms/{roomId}/messages", auth, s.handleMessages)
+	s.handle(r, "GET", "/rooms/{roomId}/context/{eventId}", auth, s.handleContext)
+	s.handle(r, "GET", "/rooms/{roomId}/aliases", auth, s.handleRoomAliases)
+	s.handle(r, "GET", "/directory/room/{roomAlias}", open, s.handleDirectory)
+	s.handle(r, "PUT", "/directory/room/{roomAlias}", auth, s.handleDirectory)
+	s.handle(r, "DELETE", "/directory/room/{roomAlias}", auth, s.handleDirectory)
+
+	// Sync and what it carries.
+	s.handle(r, "GET", "/sync", auth, s.handleSync)
+	s.handle(r, "POST", "/user/{userId}/filter", auth, s.handlePostFilter)
+	s.handle(r, "GET", "/user/{userId}/filter/{filterId}", auth, s.handleGetFilter)
+	s.handle(r, "GET", "/user/{userId}/account_data/{type}", auth, s.handleGetAccountData)
+	s.handle(r, "PUT", "/user/{userId}/account_data/{type}", auth, s.handlePutAccountData)
+	s.handle(r, "GET", "/user/{userId}/rooms/{roomId}/account_data/{type}", auth, s.handleGetAccountData)
+	s.handle(r, "PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}", auth, s.handlePutAccountData)
+	s.handle(r, "PUT", "/rooms/{roomId}/typing/{userId}", auth, s.handleTyping)
+	s.handle(r, "POST", "/rooms/{roomId}/receipt/{receiptType}/{eventId}", auth, s.handleReceipt)
+	s.handle(r, "POST", "/rooms/{roomId}/read_markers", auth, s.handleReadMarkers)
+	s.handle(r, "PUT", "/sendToDevice/{eventType}/{txnId}", auth, s.handleSendToDevice)
+
+	// Profiles.
+	s.handle(r, "GET", "/profile/{userId}", open, s.handleGetProfile)
+	s.handle(r, "GET", "/profile/{userId}/{field}", open, s.handleGetProfile)
+	s.handle(r, "PUT", "/profile/{userId}/{field}", auth, s.handlePutProfile)
+}

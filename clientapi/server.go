@@ -1,0 +1,252 @@
+// Package clientapi serves the Matrix client-server API
+// (/_matrix/client/{r0,v3,v1}) and the Synapse-compatible admin registration
+// endpoint. Handlers are thin: parse, authenticate, one call into rooms,
+// storage or the sync engine, then map the error to a Matrix error.
+package clientapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/rooms"
+	"github.com/machi-chat/machi/storage"
+)
+
+// maxBodyBytes bounds JSON request bodies (media uploads have their own limit).
+const maxBodyBytes = 1 << 20
+
+// Server is the client-server API.
+type Server struct {
+	cfg     *config.Config
+	store   storage.Store
+	rooms   *rooms.Service
+	log     *slog.Logger
+	limiter *rateLimiter
+	typing  *Typing
+	media   MediaRoutes
+	nonces  nonces
+
+	toDeviceTxns recentTxns
+	receipts     receiptCache
+
+	tokMu  sync.RWMutex
+	tokens map[string]*Device // by token hash
+}
+
+// MediaRoutes registers the media repository's routes; the media package
+// implements it.
+type MediaRoutes interface {
+	Register(r *mux.Router, auth func(http.Handler) http.Handler)
+}
+
+// Device is an authenticated request's device.
+type Device struct {
+	UserID    string
+	DeviceID  string
+	IsAdmin   bool
+	tokenHash string
+}
+
+// key is the device's identity for transaction IDs and to-device.
+func (d *Device) key() string { return d.UserID + "|" + d.DeviceID }
+
+// New returns the client API over the given services.
+func New(cfg *config.Config, store storage.Store, rs *rooms.Service, log *slog.Logger) *Server {
+	return &Server{
+		cfg:     cfg,
+		store:   store,
+		rooms:   rs,
+		log:     log,
+		limiter: newRateLimiter(cfg.RateLimits),
+		typing:  NewTyping(rs.Notifier()),
+		tokens:  map[string]*Device{},
+	}
+}
+
+// SetMedia plugs in the media repository.
+func (s *Server) SetMedia(m MediaRoutes) { s.media = m }
+
+type ctxKey int
+
+const deviceKey ctxKey = 0
+
+// DeviceFrom returns the authenticated device of a request (nil if none).
+func DeviceFrom(ctx context.Context) *Device {
+	d, _ := ctx.Value(deviceKey).(*Device)
+	return d
+}
+
+// Handler builds the HTTP handler with every route.
+func (s *Server) Handler() http.Handler {
+	r := mux.NewRouter().UseEncodedPath()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, newErr(http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized request"))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, newErr(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method not allowed"))
+	})
+	s.routes(r)
+	if s.media != nil {
+		s.media.Register(r, s.requireAuth)
+	}
+	return s.middleware(r)
+}
+
+// handle registers a client route under both /r0 and /v3.
+func (s *Server) handle(r *mux.Router, method, path string, auth bool, h http.HandlerFunc) {
+	var hh http.Handler = h
+	if auth {
+		hh = s.requireAuth(h)
+	}
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		r.Handle(prefix+path, hh).Methods(method)
+	}
+}
+
+// middleware adds CORS (Element Web runs on another origin), request size
+// limits, panic recovery and metrics.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		if !strings.Contains(r.URL.Path, "/media/") {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		}
+		start := time.Now()
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				writeError(w, newErr(http.StatusInternalServerError, "M_UNKNOWN", "internal error"))
+			}
+			requestSeconds.WithLabelValues(r.Method).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+var requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	Namespace: "machi", Name: "client_request_seconds",
+	Help:    "Client API request latency (long-polls included).",
+	Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+}, []string{"method"})
+
+// Collectors are the package's Prometheus metrics.
+func Collectors() []prometheus.Collector { return []prometheus.Collector{requestSeconds} }
+
+// requireAuth authenticates the access token (Authorization: Bearer, or the
+// access_token query parameter).
+func (s *Server) requireAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := ""
+		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+			tok = strings.TrimSpace(h[len("Bearer "):])
+		} else if q := r.URL.Query().Get("access_token"); q != "" {
+			tok = q
+		}
+		if tok == "" {
+			writeError(w, newErr(http.StatusUnauthorized, "M_MISSING_TOKEN", "missing access token"))
+			return
+		}
+		dev, err := s.authenticate(r.Context(), tok)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), deviceKey, dev)))
+	})
+}
+
+func hashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+// authenticate finds the device of a token, from memory when it can.
+func (s *Server) authenticate(ctx context.Context, tok string) (*Device, error) {
+	h := hashToken(tok)
+	s.tokMu.RLock()
+	dev, ok := s.tokens[h]
+	s.tokMu.RUnlock()
+	if ok {
+		return dev, nil
+	}
+	d, err := s.store.DeviceByTokenHash(ctx, h)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, newErr(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "unknown or revoked access token")
+		}
+		return nil, err
+	}
+	u, err := s.store.GetUser(ctx, d.UserID)
+	if err != nil || u.Deactivated {
+		return nil, newErr(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "unknown or revoked access token")
+	}
+	dev = &Device{UserID: d.UserID, DeviceID: d.DeviceID, IsAdmin: u.IsAdmin, tokenHash: h}
+	s.tokMu.Lock()
+	s.tokens[h] = dev
+	s.tokMu.Unlock()
+	return dev, nil
+}
+
+// forgetTokens drops cached tokens so they stop working at once.
+func (s *Server) forgetTokens(hashes ...string) {
+	s.tokMu.Lock()
+	defer s.tokMu.Unlock()
+	for _, h := range hashes {
+		delete(s.tokens, h)
+	}
+}
+
+// forgetUserTokens drops every cached token of a user.
+func (s *Server) forgetUserTokens(userID string) {
+	s.tokMu.Lock()
+	defer s.tokMu.Unlock()
+	for h, d := range s.tokens {
+		if d.UserID == userID {
+			delete(s.tokens, h)
+		}
+	}
+}
+
+// InvalidateUser makes a user's cached tokens and flags be re-read: for the
+// admin CLI and API after they change an account.
+func (s *Server) InvalidateUser(userID string) { s.forgetUserTokens(userID) }
+
+// clientIP is the request's peer address, for rate limits and devices.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// vars returns the path variables, unescaped (the router matches encoded
+// paths so state keys and IDs may contain '/').
+func vars(r *http.Request) map[string]string {
+	v := mux.Vars(r)
+	for k, val := range v {
+		if u, err := pathUnescape(val); err == nil {
+			v[k] = u
+		}
+	}
+	return v
+}

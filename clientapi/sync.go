@@ -1,0 +1,521 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/rooms"
+	"github.com/machi-chat/machi/storage"
+)
+
+// maxSyncTimeout bounds a long-poll.
+const maxSyncTimeout = 2 * time.Minute
+
+// handleSync serves GET /_matrix/client/v3/sync. A long-poll waits on the
+// notifier, which every commit touching the user wakes at once; nothing
+// polls.
+func (s *Server) handleSync(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	q := r.URL.Query()
+	filter, err := s.loadFilter(r, dev.UserID, q.Get("filter"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var since *syncToken
+	if t := q.Get("since"); t != "" {
+		st, err := parseSyncToken(t)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		since = &st
+	}
+	timeout := time.Duration(0)
+	if t := q.Get("timeout"); t != "" {
+		ms, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || ms < 0 {
+			writeError(w, errInvalidParam("invalid timeout"))
+			return
+		}
+		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	fullState := q.Get("full_state") == "true"
+	req := &syncRequest{dev: dev, since: since, filter: filter, fullState: fullState}
+
+	var timer <-chan time.Time
+	for {
+		wake, release := s.rooms.Notifier().Listen(dev.UserID)
+		body, empty, err := s.buildSync(r.Context(), req)
+		if err != nil {
+			release()
+			writeError(w, err)
+			return
+		}
+		if !empty || since == nil || fullState || timeout == 0 {
+			release()
+			writeJSON(w, 200, body)
+			return
+		}
+		if timer == nil {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-wake:
+			release()
+		case <-timer:
+			release()
+			timeout = 0 // answer now, even if empty
+		case <-r.Context().Done():
+			release()
+			return
+		}
+	}
+}
+
+type syncRequest struct {
+	dev       *Device
+	since     *syncToken
+	filter    *Filter
+	fullState bool
+}
+
+// Response shapes (sync.yaml).
+type syncResponse struct {
+	NextBatch   string          `json:"next_batch"`
+	Rooms       syncRooms       `json:"rooms"`
+	AccountData eventList       `json:"account_data"`
+	Presence    eventList       `json:"presence"`
+	ToDevice    eventList       `json:"to_device"`
+	DeviceLists *map[string]any `json:"device_lists,omitempty"`
+	OTKCount    map[string]int  `json:"device_one_time_keys_count"`
+}
+
+type eventList struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+type syncRooms struct {
+	Join   map[string]*joinedRoom  `json:"join"`
+	Invite map[string]*invitedRoom `json:"invite"`
+	Leave  map[string]*leftRoom    `json:"leave"`
+	Knock  map[string]any          `json:"knock"`
+}
+
+type timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+type unreadCounts struct {
+	Notifications int `json:"notification_count"`
+	Highlights    int `json:"highlight_count"`
+}
+
+type roomSummary struct {
+	Heroes  []string `json:"m.heroes,omitempty"`
+	Joined  int      `json:"m.joined_member_count"`
+	Invited int      `json:"m.invited_member_count"`
+}
+
+type joinedRoom struct {
+	Summary     *roomSummary  `json:"summary,omitempty"`
+	State       eventList     `json:"state"`
+	Timeline    timeline      `json:"timeline"`
+	Ephemeral   eventList     `json:"ephemeral"`
+	AccountData eventList     `json:"account_data"`
+	Unread      *unreadCounts `json:"unread_notifications,omitempty"`
+}
+
+type invitedRoom struct {
+	InviteState eventList `json:"invite_state"`
+}
+
+type leftRoom struct {
+	State       eventList `json:"state"`
+	Timeline    timeline  `json:"timeline"`
+	AccountData eventList `json:"account_data"`
+}
+
+func newEventList() eventList { return eventList{Events: []json.RawMessage{}} }
+
+// buildSync assembles one /sync response; empty reports that an
+// incremental sync found nothing new.
+func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool, error) {
+	dev := req.dev
+	cur := s.rooms.Stream().Current()
+	typingNow := s.typing.Current()
+	from := syncToken{}
+	if req.since != nil {
+		from = *req.since
+		// A token from before a restart may be ahead of us.
+		from.pos = min(from.pos, cur)
+		if from.typing > typingNow {
+			from.typing = 0
+		}
+	}
+	resp := &syncResponse{
+		Rooms:       syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
+		AccountData: newEventList(), Presence: newEventList(), ToDevice: newEventList(),
+		OTKCount: map[string]int{},
+	}
+	empty := true
+
+	// To-device first: when there are more than one response carries, the
+	// whole response stops at the last one delivered.
+	if req.since != nil {
+		if err := s.store.DeleteToDevice(ctx, dev.UserID, dev.DeviceID, from.pos); err != nil {
+			return nil, false, err
+		}
+	}
+	const toDeviceLimit = 100
+	msgs, err := s.store.ToDeviceSince(ctx, dev.UserID, dev.DeviceID, from.pos, cur, toDeviceLimit)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(msgs) == toDeviceLimit {
+		cur = msgs[len(msgs)-1].Pos
+	}
+	for _, m := range msgs {
+		b, _ := json.Marshal(map[string]any{"sender": m.Sender, "type": m.Type, "content": json.RawMessage(m.Content)})
+		resp.ToDevice.Events = append(resp.ToDevice.Events, b)
+		empty = false
+	}
+
+	// Account data, global and per room.
+	roomData := map[string][]json.RawMessage{}
+	ads, err := s.store.AccountDataSince(ctx, dev.UserID, from.pos, cur)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, ad := range ads {
+		b, _ := json.Marshal(map[string]any{"type": ad.Type, "content": json.RawMessage(ad.Content)})
+		if ad.RoomID == "" {
+			if req.filter.AccountData.allows(ad.Type, "") {
+				resp.AccountData.Events = append(resp.AccountData.Events, b)
+				empty = false
+			}
+		} else if req.filter.Room.AccountData.allows(ad.Type, "") {
+			roomData[ad.RoomID] = append(roomData[ad.RoomID], b)
+		}
+	}
+
+	memberships, err := s.rooms.UserRooms(ctx, dev.UserID)
+	if err != nil {
+		return nil, false, err
+	}
+	for roomID, m := range memberships {
+		if m.Pos > cur || !allowsRoom(req.filter.Room.Rooms, req.filter.Room.NotRooms, roomID) {
+			continue // not yet visible at cur; the next sync has it
+		}
+		changed := req.since == nil || m.Pos > from.pos
+		switch m.Membership {
+		case spec.Join:
+			jr, err := s.syncJoined(ctx, req, roomID, m, from, cur, changed || req.fullState)
+			if err != nil {
+				return nil, false, err
+			}
+			if ad := roomData[roomID]; len(ad) > 0 {
+				jr.AccountData.Events = ad
+			}
+			if req.since == nil || req.fullState || changed || len(jr.Timeline.Events) > 0 || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
+				resp.Rooms.Join[roomID] = jr
+				empty = false
+			}
+		case spec.Invite:
+			if changed {
+				ir, err := s.syncInvited(ctx, roomID, m)
+				if err != nil {
+					return nil, false, err
+				}
+				resp.Rooms.Invite[roomID] = ir
+				empty = false
+			}
+		case spec.Leave, spec.Ban:
+			// Left rooms appear once, in the sync after the leave; an
+			// initial sync shows them only with include_leave.
+			if m.Forgotten || (req.since == nil && !req.filter.Room.IncludeLeave) || (req.since != nil && !changed) {
+				continue
+			}
+			lr, err := s.syncLeft(ctx, req, roomID, m, from)
+			if err != nil {
+				return nil, false, err
+			}
+			lr.AccountData.Events = append(lr.AccountData.Events, roomData[roomID]...)
+			resp.Rooms.Leave[roomID] = lr
+			empty = false
+		}
+	}
+	resp.NextBatch = syncToken{pos: cur, typing: typingNow}.String()
+	body, err := json.Marshal(resp)
+	return body, empty, err
+}
+
+// syncJoined builds a joined room's section. initial is set for initial
+// and full-state syncs and for rooms joined since the token.
+func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string, m storage.Membership, from syncToken, cur int64, initial bool) (*joinedRoom, error) {
+	dev := req.dev
+	tf := &req.filter.Room.Timeline
+	limit := tf.Limit
+	if limit == 0 {
+		limit = 20
+	}
+	lo := from.pos
+	if initial {
+		lo = 0
+	}
+	evs, limited, err := s.rooms.RoomEvents(ctx, roomID, lo, cur, limit)
+	if err != nil {
+		return nil, err
+	}
+	jr := &joinedRoom{State: newEventList(), Ephemeral: newEventList(), AccountData: newEventList(),
+		Timeline: timeline{Events: []json.RawMessage{}, Limited: limited}}
+	now := nowTime()
+	key := dev.key()
+	var shown []*rooms.Event
+	for _, ev := range evs {
+		if tf.allowsEvent(ev) {
+			shown = append(shown, ev)
+			jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(now, key))
+		}
+	}
+	if len(evs) > 0 {
+		jr.Timeline.PrevBatch = posToken(evs[0].Pos - 1)
+	} else {
+		jr.Timeline.PrevBatch = posToken(cur)
+	}
+
+	// State: the whole state at the start of the timeline when the client
+	// has none (initial) or has a gap (limited).
+	if initial || limited {
+		var snap *rooms.Snapshot
+		if len(evs) > 0 {
+			version, err := s.rooms.Version(ctx, roomID)
+			if err != nil {
+				return nil, err
+			}
+			if snap, err = s.rooms.StateAt(ctx, version, evs[0].StateGroup); err != nil {
+				return nil, err
+			}
+		} else if snap, err = s.rooms.CurrentState(ctx, roomID); err != nil {
+			return nil, err
+		}
+		sf := &req.filter.Room.State
+		lazy := sf.LazyLoadMembers
+		need := map[string]bool{dev.UserID: true}
+		for _, ev := range shown {
+			need[ev.Sender()] = true
+		}
+		snap.Each(func(ev *rooms.Event) {
+			if lazy && ev.Type() == spec.MRoomMember && !need[*ev.StateKey()] {
+				return
+			}
+			if sf.allowsEvent(ev) {
+				jr.State.Events = append(jr.State.Events, ev.ClientJSON(now, key))
+			}
+		})
+		if initial {
+			jr.Summary = summarize(snap, dev.UserID)
+		}
+	}
+
+	// Ephemeral: typing and receipts.
+	ef := &req.filter.Room.Ephemeral
+	if users, changedAt := s.typing.InRoom(roomID); (initial && len(users) > 0) || changedAt > from.typing {
+		if ef.allows("m.typing", "") {
+			if users == nil {
+				users = []string{}
+			}
+			b, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, b)
+		}
+	}
+	if ef.allows("m.receipt", "") {
+		rfrom := from.pos
+		if initial {
+			rfrom = 0
+		}
+		if rfrom < cur {
+			rs, err := s.store.ReceiptsSince(ctx, []string{roomID}, rfrom, cur)
+			if err != nil {
+				return nil, err
+			}
+			if b := receiptEvent(rs, dev.UserID); b != nil {
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, b)
+			}
+		}
+	}
+	if u, err := s.unread(ctx, dev.UserID, roomID, cur); err == nil {
+		jr.Unread = u
+	}
+	return jr, nil
+}
+
+// receiptEvent folds receipts into one m.receipt event; other users'
+// private receipts are left out.
+func receiptEvent(rs []storage.Receipt, userID string) json.RawMessage {
+	content := map[string]map[string]map[string]map[string]any{}
+	n := 0
+	for _, r := range rs {
+		if r.Type == "m.read.private" && r.UserID != userID {
+			continue
+		}
+		byType, ok := content[r.EventID]
+		if !ok {
+			byType = map[string]map[string]map[string]any{}
+			content[r.EventID] = byType
+		}
+		byUser, ok := byType[r.Type]
+		if !ok {
+			byUser = map[string]map[string]any{}
+			byType[r.Type] = byUser
+		}
+		rec := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			rec["thread_id"] = r.ThreadID
+		}
+		byUser[r.UserID] = rec
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+	return b
+}
+
+// summarize computes the room summary: member counts and heroes.
+func summarize(snap *rooms.Snapshot, userID string) *roomSummary {
+	sum := &roomSummary{}
+	var heroes []string
+	snap.Each(func(ev *rooms.Event) {
+		if ev.Type() != spec.MRoomMember {
+			return
+		}
+		switch ev.Membership() {
+		case spec.Join:
+			sum.Joined++
+		case spec.Invite:
+			sum.Invited++
+		default:
+			return
+		}
+		if *ev.StateKey() != userID {
+			heroes = append(heroes, *ev.StateKey())
+		}
+	})
+	if snap.Get(spec.MRoomName, "") == nil && snap.Get(spec.MRoomCanonicalAlias, "") == nil {
+		sort.Strings(heroes)
+		if len(heroes) > 5 {
+			heroes = heroes[:5]
+		}
+		sum.Heroes = heroes
+	}
+	return sum
+}
+
+// syncInvited builds an invited room's stripped state.
+func (s *Server) syncInvited(ctx context.Context, roomID string, m storage.Membership) (*invitedRoom, error) {
+	snap, err := s.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	ir := &invitedRoom{InviteState: newEventList()}
+	for _, t := range []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, spec.MRoomAvatar, spec.MRoomCanonicalAlias, spec.MRoomEncryption, spec.MRoomTopic} {
+		if ev := snap.Get(t, ""); ev != nil {
+			ir.InviteState.Events = append(ir.InviteState.Events, ev.StrippedJSON())
+		}
+	}
+	inv := snap.Get(spec.MRoomMember, m.UserID)
+	if inv != nil {
+		if sender := snap.Get(spec.MRoomMember, inv.Sender()); sender != nil && sender != inv {
+			ir.InviteState.Events = append(ir.InviteState.Events, sender.StrippedJSON())
+		}
+		ir.InviteState.Events = append(ir.InviteState.Events, inv.StrippedJSON())
+	}
+	return ir, nil
+}
+
+// syncLeft builds a left room's section: the timeline up to the leave.
+func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, m storage.Membership, from syncToken) (*leftRoom, error) {
+	limit := req.filter.Room.Timeline.Limit
+	if limit == 0 {
+		limit = 20
+	}
+	lo := from.pos
+	if req.since == nil {
+		lo = 0
+	}
+	evs, limited, err := s.rooms.RoomEvents(ctx, roomID, min(lo, m.Pos), m.Pos, limit)
+	if err != nil {
+		return nil, err
+	}
+	now := nowTime()
+	lr := &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}, Limited: limited}}
+	for _, ev := range evs {
+		if req.filter.Room.Timeline.allowsEvent(ev) {
+			lr.Timeline.Events = append(lr.Timeline.Events, ev.ClientJSON(now, req.dev.key()))
+		}
+	}
+	if len(evs) > 0 {
+		lr.Timeline.PrevBatch = posToken(evs[0].Pos - 1)
+	}
+	return lr, nil
+}
+
+// unread counts the messages from others after the user's read receipt
+// (or their own last message) among the room's recent events:
+// notification_count; highlight_count are those that mention the user.
+func (s *Server) unread(ctx context.Context, userID, roomID string, cur int64) (*unreadCounts, error) {
+	evs, _, err := s.rooms.RoomEvents(ctx, roomID, 0, cur, 64)
+	if err != nil {
+		return nil, err
+	}
+	read, err := s.lastRead(ctx, userID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	local := strings.TrimPrefix(strings.SplitN(userID, ":", 2)[0], "@")
+	u := &unreadCounts{}
+	for _, ev := range evs {
+		if ev.ID() == read || ev.Sender() == userID {
+			*u = unreadCounts{}
+			continue
+		}
+		switch ev.Type() {
+		case "m.room.message", "m.room.encrypted", "m.sticker":
+		default:
+			continue
+		}
+		if ev.RedactedBy != "" {
+			continue
+		}
+		u.Notifications++
+		var c struct {
+			Body     string `json:"body"`
+			Mentions *struct {
+				UserIDs []string `json:"user_ids"`
+				Room    bool     `json:"room"`
+			} `json:"m.mentions"`
+		}
+		_ = json.Unmarshal(ev.PDU.Content(), &c)
+		if c.Mentions != nil {
+			if contains(c.Mentions.UserIDs, userID) {
+				u.Highlights++
+			}
+		} else if local != "" && strings.Contains(strings.ToLower(c.Body), local) {
+			u.Highlights++
+		}
+	}
+	return u, nil
+}

@@ -1,0 +1,161 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/machi-chat/machi/internal/testrig"
+)
+
+// TestNewcomerPath is the README's path with a real client: two users, a
+// room, an invite, a conversation, history that paginates.
+func TestNewcomerPath(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice := register(t, srv, "alice")
+		bob := register(t, srv, "bob")
+		ctx := ctxT(t)
+
+		// Bob's initial sync first, so we can long-poll for the invite.
+		first, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "防災会議", Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := waitFor(t, bob, first.NextBatch, func(r *mautrix.RespSync) bool {
+			_, ok := r.Rooms.Invite[room.RoomID]
+			return ok
+		})
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		since = waitFor(t, bob, since, func(r *mautrix.RespSync) bool {
+			_, ok := r.Rooms.Join[room.RoomID]
+			return ok
+		})
+		for i := 0; i < 30; i++ {
+			if _, err := alice.SendText(ctx, room.RoomID, fmt.Sprintf("message %d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		since = waitFor(t, bob, since, func(r *mautrix.RespSync) bool { return roomTimelineHas(r, room.RoomID, "message 29") })
+		if _, err := bob.SendText(ctx, room.RoomID, "了解しました"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return roomTimelineHas(r, room.RoomID, "了解しました") })
+
+		// History paginates backwards to the room's creation.
+		var bodies []string
+		from := ""
+		sawCreate := false
+		for page := 0; page < 20; page++ {
+			msgs, err := bob.Messages(ctx, room.RoomID, from, "", mautrix.DirectionBackward, nil, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range msgs.Chunk {
+				if ev.Type == event.EventMessage {
+					bodies = append(bodies, ev.Content.Raw["body"].(string))
+				}
+				if ev.Type == event.StateCreate {
+					sawCreate = true
+				}
+			}
+			if msgs.End == "" {
+				break
+			}
+			from = msgs.End
+		}
+		if got, want := len(bodies), 31; got != want {
+			t.Fatalf("paginated %d messages, want %d", got, want)
+		}
+		if bodies[0] != "了解しました" || bodies[30] != "message 0" {
+			t.Fatalf("pagination order wrong: first %q last %q", bodies[0], bodies[30])
+		}
+		if !sawCreate {
+			t.Fatal("pagination never reached m.room.create")
+		}
+
+		members, err := alice.JoinedMembers(ctx, room.RoomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(members.Joined) != 2 {
+			t.Fatalf("joined members = %v", members.Joined)
+		}
+		var name struct {
+			Name string `json:"name"`
+		}
+		if err := bob.StateEvent(ctx, room.RoomID, event.StateRoomName, "", &name); err != nil || name.Name != "防災会議" {
+			t.Fatalf("room name = %q, %v", name.Name, err)
+		}
+	})
+}
+
+// TestMembershipLifecycle covers leave, kick, ban, unban and forget.
+func TestMembershipLifecycle(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+		ctx := ctxT(t)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustJoin := func() {
+			t.Helper()
+			if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustJoin()
+		if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		mustJoin()
+		if _, err := alice.KickUser(ctx, room.RoomID, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		mustJoin()
+		if _, err := alice.BanUser(ctx, room.RoomID, &mautrix.ReqBanUser{UserID: bob.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); !errors.Is(err, mautrix.MForbidden) {
+			t.Fatalf("banned join: err = %v, want M_FORBIDDEN", err)
+		}
+		// Bob may not kick alice: power levels.
+		if _, err := bob.KickUser(ctx, room.RoomID, &mautrix.ReqKickUser{UserID: alice.UserID}); !errors.Is(err, mautrix.MForbidden) {
+			t.Fatalf("bob kicks alice: err = %v, want M_FORBIDDEN", err)
+		}
+		if _, err := alice.UnbanUser(ctx, room.RoomID, &mautrix.ReqUnbanUser{UserID: bob.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		mustJoin()
+		joined, err := bob.JoinedRooms(ctx)
+		if err != nil || len(joined.JoinedRooms) != 1 {
+			t.Fatalf("joined rooms = %v, %v", joined, err)
+		}
+		if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.MakeRequest(ctx, "POST", bob.BuildClientURL("v3", "rooms", room.RoomID, "forget"), struct{}{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		// A forgotten room is no longer in an initial sync with include_leave.
+		resp, err := bob.SyncRequest(ctx, 0, "", `{"room":{"include_leave":true}}`, false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := resp.Rooms.Leave[room.RoomID]; ok {
+			t.Fatal("forgotten room still in sync")
+		}
+	})
+}

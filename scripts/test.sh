@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test, on a fresh Debian machine too: installs PostgreSQL and the
+# JavaScript test client if missing, runs a throwaway PostgreSQL cluster on a
+# free loopback port, then go vet and go test on SQLite and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pgdir=$(mktemp -d /tmp/machi-pg.XXXXXX)
+trap 'scripts/pg.sh stop "$pgdir"' EXIT
+export MACHI_TEST_POSTGRES_DSN=$(scripts/pg.sh start "$pgdir")
+export MACHI_REQUIRE_POSTGRES=1
+
+# matrix-js-sdk for the JavaScript end-to-end test, pinned by the lockfile.
+js=internal/e2e/js
+if [ -f "$js/package-lock.json" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >&2
+  fi
+  if [ ! -d "$js/node_modules" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  export MACHI_REQUIRE_JS=1
+fi
+
+go vet ./...
+go test -count=1 -timeout 30m ./...
