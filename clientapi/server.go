@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/rooms"
 	"github.com/machi-chat/machi/storage"
 )
@@ -35,7 +36,7 @@ type Server struct {
 	log     *slog.Logger
 	limiter *rateLimiter
 	typing  *Typing
-	media   MediaRoutes
+	media   *media.Repo
 	nonces  nonces
 
 	toDeviceTxns recentTxns
@@ -43,12 +44,6 @@ type Server struct {
 
 	tokMu  sync.RWMutex
 	tokens map[string]*Device // by token hash
-}
-
-// MediaRoutes registers the media repository's routes; the media package
-// implements it.
-type MediaRoutes interface {
-	Register(r *mux.Router, auth func(http.Handler) http.Handler)
 }
 
 // Device is an authenticated request's device.
@@ -63,20 +58,18 @@ type Device struct {
 func (d *Device) key() string { return d.UserID + "|" + d.DeviceID }
 
 // New returns the client API over the given services.
-func New(cfg *config.Config, store storage.Store, rs *rooms.Service, log *slog.Logger) *Server {
+func New(cfg *config.Config, store storage.Store, rs *rooms.Service, repo *media.Repo, log *slog.Logger) *Server {
 	return &Server{
 		cfg:     cfg,
 		store:   store,
 		rooms:   rs,
+		media:   repo,
 		log:     log,
 		limiter: newRateLimiter(cfg.RateLimits),
 		typing:  NewTyping(rs.Notifier()),
 		tokens:  map[string]*Device{},
 	}
 }
-
-// SetMedia plugs in the media repository.
-func (s *Server) SetMedia(m MediaRoutes) { s.media = m }
 
 type ctxKey int
 
@@ -98,9 +91,7 @@ func (s *Server) Handler() http.Handler {
 		writeError(w, newErr(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method not allowed"))
 	})
 	s.routes(r)
-	if s.media != nil {
-		s.media.Register(r, s.requireAuth)
-	}
+	s.mediaRoutes(r)
 	return s.middleware(r)
 }
 
@@ -127,7 +118,8 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			w.WriteHeader(http.StatusOK)
 			return
 		}
-		if !strings.Contains(r.URL.Path, "/media/") {
+		// Uploads have their own limit (media.max_upload_bytes).
+		if !strings.HasPrefix(r.URL.Path, "/_matrix/media/") && !strings.HasPrefix(r.URL.Path, "/_matrix/client/v1/media/") {
 			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 		}
 		start := time.Now()

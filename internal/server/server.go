@@ -25,6 +25,7 @@ import (
 
 	"github.com/machi-chat/machi/clientapi"
 	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
 	"github.com/machi-chat/machi/storage/sqlstore"
@@ -110,8 +111,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 		return nil, err
 	}
 	closers = append(closers, s.Rooms.Close)
-	s.API = clientapi.New(cfg, s.Store, s.Rooms, log)
-	// MEDIA-PENDING
+	repo, err := media.New(cfg.Path(cfg.Media.Path), s.Store, cfg.Media.MaxUploadBytes)
+	if err != nil {
+		return nil, err
+	}
+	s.API = clientapi.New(cfg, s.Store, s.Rooms, repo, log)
 
 	ln, err := net.Listen("tcp", cfg.Listen.Client)
 	if err != nil {
