@@ -87,6 +87,9 @@ func (s *Server) handlePutAccountData(w http.ResponseWriter, r *http.Request) {
 func (s *Server) putAccountData(ctx context.Context, userID, roomID, typ string, content []byte) error {
 	pos := s.rooms.Stream().Allocate()
 	err := s.store.PutAccountData(ctx, storage.AccountData{UserID: userID, RoomID: roomID, Type: typ, Content: content, Pos: pos})
+	if err == nil {
+		s.latest.putAccountData(userID, pos) // before Complete makes pos visible
+	}
 	s.rooms.Stream().Complete(pos)
 	if err == nil {
 		s.rooms.Notifier().Wake(userID)

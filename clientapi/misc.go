@@ -130,6 +130,11 @@ func (s *Server) handleSendToDevice(w http.ResponseWriter, r *http.Request) {
 			msgs[i].Pos = positions[i]
 		}
 		err := s.store.PutToDevice(r.Context(), msgs)
+		if err == nil {
+			for _, m := range msgs { // before Complete makes them visible
+				s.latest.putToDevice(m.UserID+"|"+m.DeviceID, m.Pos)
+			}
+		}
 		s.rooms.Stream().Complete(positions...)
 		if err != nil {
 			s.toDeviceTxns.forget(key)

@@ -41,6 +41,7 @@ type Server struct {
 
 	toDeviceTxns recentTxns
 	receipts     receiptCache
+	latest       *latest
 
 	tokMu  sync.RWMutex
 	tokens map[string]*Device // by token hash
@@ -68,6 +69,7 @@ func New(cfg *config.Config, store storage.Store, rs *rooms.Service, repo *media
 		limiter: newRateLimiter(cfg.RateLimits),
 		typing:  NewTyping(rs.Notifier()),
 		tokens:  map[string]*Device{},
+		latest:  newLatest(rs.Stream().Current()),
 	}
 }
 

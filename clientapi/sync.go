@@ -173,15 +173,20 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 
 	// To-device first: when there are more than one response carries, the
 	// whole response stops at the last one delivered.
-	if req.since != nil {
+	// The since token acknowledges what earlier responses delivered.
+	if req.since != nil && s.latest.mayDelete(dev.key(), from.pos) {
 		if err := s.store.DeleteToDevice(ctx, dev.UserID, dev.DeviceID, from.pos); err != nil {
 			return nil, false, err
 		}
+		s.latest.markDeleted(dev.key(), from.pos)
 	}
 	const toDeviceLimit = 100
-	msgs, err := s.store.ToDeviceSince(ctx, dev.UserID, dev.DeviceID, from.pos, cur, toDeviceLimit)
-	if err != nil {
-		return nil, false, err
+	var msgs []storage.ToDevice
+	if s.latest.toDeviceAfter(dev.key(), from.pos) {
+		var err error
+		if msgs, err = s.store.ToDeviceSince(ctx, dev.UserID, dev.DeviceID, from.pos, cur, toDeviceLimit); err != nil {
+			return nil, false, err
+		}
 	}
 	if len(msgs) == toDeviceLimit {
 		cur = msgs[len(msgs)-1].Pos
@@ -194,9 +199,12 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 
 	// Account data, global and per room.
 	roomData := map[string][]json.RawMessage{}
-	ads, err := s.store.AccountDataSince(ctx, dev.UserID, from.pos, cur)
-	if err != nil {
-		return nil, false, err
+	var ads []storage.AccountData
+	if s.latest.accountDataAfter(dev.UserID, from.pos) {
+		var err error
+		if ads, err = s.store.AccountDataSince(ctx, dev.UserID, from.pos, cur); err != nil {
+			return nil, false, err
+		}
 	}
 	for _, ad := range ads {
 		b, _ := json.Marshal(map[string]any{"type": ad.Type, "content": json.RawMessage(ad.Content)})
@@ -477,7 +485,7 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 // (or their own last message) among the room's recent events:
 // notification_count; highlight_count are those that mention the user.
 func (s *Server) unread(ctx context.Context, userID, roomID string, cur int64) (*unreadCounts, error) {
-	evs, _, err := s.rooms.RoomEvents(ctx, roomID, 0, cur, 64)
+	evs, err := s.rooms.Recent(ctx, roomID, cur)
 	if err != nil {
 		return nil, err
 	}
@@ -492,28 +500,16 @@ func (s *Server) unread(ctx context.Context, userID, roomID string, cur int64) (
 			*u = unreadCounts{}
 			continue
 		}
-		switch ev.Type() {
-		case "m.room.message", "m.room.encrypted", "m.sticker":
-		default:
-			continue
-		}
-		if ev.RedactedBy != "" {
+		n := ev.Notification()
+		if !n.Counts {
 			continue
 		}
 		u.Notifications++
-		var c struct {
-			Body     string `json:"body"`
-			Mentions *struct {
-				UserIDs []string `json:"user_ids"`
-				Room    bool     `json:"room"`
-			} `json:"m.mentions"`
-		}
-		_ = json.Unmarshal(ev.PDU.Content(), &c)
-		if c.Mentions != nil {
-			if contains(c.Mentions.UserIDs, userID) {
+		if n.HasMentions {
+			if contains(n.Mentions, userID) {
 				u.Highlights++
 			}
-		} else if local != "" && strings.Contains(strings.ToLower(c.Body), local) {
+		} else if local != "" && strings.Contains(n.BodyLower, local) {
 			u.Highlights++
 		}
 	}

@@ -37,8 +37,8 @@ type room struct {
 
 	rmu    sync.RWMutex
 	recent []*Event // newest last, ascending Pos, at most recentMax
-	// complete means recent holds every event of the room with Pos >
-	// recentFloor.
+	// recent holds every event of the room with Pos > recentFloor; an
+	// event at recentFloor exists unless it is 0.
 	recentFloor int64
 }
 
@@ -87,8 +87,11 @@ func (r *room) recentBetween(from, to int64, limit int) (evs []*Event, limited, 
 	if start > end {
 		start = end
 	}
-	if end-start > limit {
-		return append([]*Event(nil), r.recent[end-limit:end]...), true, true
+	if end-start >= limit {
+		// An event exists at recentFloor (when not 0), so from below it
+		// means more events than memory holds.
+		limited := end-start > limit || from < r.recentFloor
+		return append([]*Event(nil), r.recent[end-limit:end]...), limited, true
 	}
 	if from < r.recentFloor {
 		return nil, false, false
@@ -166,9 +169,15 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*room, error) {
 	r.joined = s.localJoined(snap)
 	// Fill the recent events, so /sync is served from memory.
 	cur := s.stream.Current()
-	rows, err := s.store.RoomEvents(ctx, roomID, 0, cur, recentMax, true)
+	// One more than kept: its position becomes recentFloor, an event
+	// known to exist below the ones in memory.
+	rows, err := s.store.RoomEvents(ctx, roomID, 0, cur, recentMax+1, true)
 	if err != nil {
 		return nil, fmt.Errorf("load recent events: %w", err)
+	}
+	if len(rows) > recentMax {
+		r.recentFloor = rows[recentMax].Pos
+		rows = rows[:recentMax]
 	}
 	for i, j := 0, len(rows)-1; i < j; i, j = i+1, j-1 {
 		rows[i], rows[j] = rows[j], rows[i]
@@ -178,9 +187,6 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*room, error) {
 		return nil, err
 	}
 	r.recent = evs
-	if len(rows) == recentMax {
-		r.recentFloor = rows[0].Pos - 1
-	}
 	r.used.Store(cur)
 	return r, nil
 }
@@ -235,6 +241,19 @@ func (s *Service) RoomEvents(ctx context.Context, roomID string, from, to int64,
 	}
 	evs, err := s.fromRows(ctx, r.version, rows)
 	return evs, limited, err
+}
+
+// Recent returns the events of the room held in memory (up to the last
+// 64) with Pos <= to, oldest first, never reading the database.
+func (s *Service) Recent(ctx context.Context, roomID string, to int64) ([]*Event, error) {
+	r, err := s.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r.rmu.RLock()
+	defer r.rmu.RUnlock()
+	end := sort.Search(len(r.recent), func(i int) bool { return r.recent[i].Pos > to })
+	return append([]*Event(nil), r.recent[:end]...), nil
 }
 
 // Paginate returns up to limit events of the room for /messages:

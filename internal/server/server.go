@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -133,6 +134,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 		reg.MustRegister(clientapi.Collectors()...)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		// Profiles for operators, on the metrics listener only (never the
+		// client one).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		mln, err := net.Listen("tcp", cfg.Listen.Metrics)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen.Metrics, err)

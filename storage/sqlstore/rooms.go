@@ -229,7 +229,7 @@ func (db *DB) RoomEvents(ctx context.Context, roomID string, from, to int64, lim
 // EventByTxn implements storage.Rooms.
 func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error) {
 	var id string
-	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3`, userID, deviceID, txnID).Scan(&id)
+	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3 AND txn_id <> ''`, userID, deviceID, txnID).Scan(&id)
 	return id, mapErr(err)
 }
 
