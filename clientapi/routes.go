@@ -41,6 +41,9 @@ func (s *Server) routes(r *mux.Router) {
 	}
 	s.handle(r, "POST", "/rooms/{roomId}/forget", auth, s.handleForget)
 	s.handle(r, "GET", "/joined_rooms", auth, s.handleJoinedRooms)
+	for _, p := range []string{"/pushrules/", "/pushrules", "/pushrules/{scope}/", "/pushrules/{scope}", "/pushrules/{scope}/{kind}/{ruleId}", "/pushrules/{scope}/{kind}/{ruleId}/{attr}"} {
+		s.handle(r, "GET", p, auth, s.handlePushRules)
+	}
 	s.handle(r, "PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", auth, s.handleSend)
 	s.handle(r, "GET", "/rooms/{roomId}/state", auth, s.handleState)
 	s.handle(r, "GET", "/rooms/{roomId}/state/{eventType}", auth, s.handleGetState)

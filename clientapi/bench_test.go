@@ -1,0 +1,87 @@
+package clientapi
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/internal/testrig"
+	"github.com/machi-chat/machi/policy"
+	"github.com/machi-chat/machi/rooms"
+)
+
+// BenchmarkSync is /sync assembly (no HTTP) for a user in 20 rooms of 10
+// holding 2,000 messages: the initial sync with the default filter, and an
+// incremental sync that finds one new message.
+func BenchmarkSync(b *testing.B) {
+	ctx := context.Background()
+	store := testrig.OpenStore(b, "sqlite")
+	_, key, _ := ed25519.GenerateKey(nil)
+	rs, err := rooms.New(ctx, rooms.Config{ServerName: "test.local", KeyID: "ed25519:a", Key: key, DefaultVersion: "10"}, store, policy.New(nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(rs.Close)
+	cfg := config.Default()
+	cfg.ServerName = "test.local"
+	s := New(&cfg, store, rs, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	reader := "@reader:test.local"
+	var roomIDs []string
+	for i := 0; i < 20; i++ {
+		creator := fmt.Sprintf("@c%d:test.local", i)
+		var invite []string
+		for j := 0; j < 8; j++ {
+			invite = append(invite, fmt.Sprintf("@u%d-%d:test.local", i, j))
+		}
+		roomID, err := rs.CreateRoom(ctx, &rooms.CreateRequest{Creator: creator, Preset: "public_chat", Invite: invite})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, u := range append(invite, reader) {
+			if _, err := rs.Submit(ctx, &rooms.Request{RoomID: roomID, Sender: u, Type: spec.MRoomMember, StateKey: &u, Content: []byte(`{"membership":"join"}`)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for j := 0; j < 100; j++ {
+			if _, err := rs.Submit(ctx, &rooms.Request{RoomID: roomID, Sender: invite[j%8], Type: "m.room.message",
+				Content: []byte(fmt.Sprintf(`{"msgtype":"m.text","body":"message %d"}`, j))}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		roomIDs = append(roomIDs, roomID)
+	}
+	dev := &Device{UserID: reader, DeviceID: "BENCH"}
+
+	b.Run("initial", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			body, _, err := s.buildSync(ctx, &syncRequest{dev: dev, filter: &Filter{}})
+			if err != nil || len(body) < 1000 {
+				b.Fatalf("sync: %v, %d bytes", err, len(body))
+			}
+		}
+	})
+	b.Run("incremental", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			since := syncToken{pos: rs.Stream().Current()}
+			if _, err := rs.Submit(ctx, &rooms.Request{RoomID: roomIDs[i%20], Sender: fmt.Sprintf("@u%d-0:test.local", i%20),
+				Type: "m.room.message", Content: []byte(`{"msgtype":"m.text","body":"new"}`)}); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			_, empty, err := s.buildSync(ctx, &syncRequest{dev: dev, since: &since, filter: &Filter{}})
+			if err != nil || empty {
+				b.Fatalf("incremental sync: %v, empty %v", err, empty)
+			}
+		}
+	})
+}
