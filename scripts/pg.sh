@@ -46,8 +46,12 @@ start)
   [ "$(id -u)" -eq 0 ] && { id machitest >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin machitest; chown machitest "$dir"; }
   as_pg "$initdb" -A trust -U postgres -D "$dir/data" >/dev/null
   port=$(free_port)
+  # Tests trade durability for speed; PG_DURABLE=1 (the bench) keeps
+  # PostgreSQL's durable defaults.
+  settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ -n "${PG_DURABLE:-}" ] && settings=""
   as_pg "$pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" start >/dev/null
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $settings -c max_connections=300" start >/dev/null
   echo "postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
   ;;
 stop)

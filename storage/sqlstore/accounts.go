@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strconv"
 	"strings"
@@ -79,7 +78,7 @@ func (db *DB) SetAdmin(ctx context.Context, userID string, admin bool) error {
 
 // DeactivateUser implements storage.Accounts.
 func (db *DB) DeactivateUser(ctx context.Context, userID string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE users SET deactivated = 1, password_hash = '', displayname = '', avatar_url = '' WHERE user_id = $1`, userID)
 		if err != nil {
 			return err
@@ -165,7 +164,7 @@ func (db *DB) TouchDevice(ctx context.Context, userID, deviceID, ip string, ts i
 // DeleteDevices implements storage.Accounts.
 func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []string, keep string) ([]string, error) {
 	var deleted []string
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *txn) error {
 		query := `DELETE FROM devices WHERE user_id = $1 AND device_id <> $2`
 		args := []any{userID, keep}
 		if len(deviceIDs) > 0 {
@@ -196,7 +195,7 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 // CreateFilter implements storage.Accounts.
 func (db *DB) CreateFilter(ctx context.Context, userID string, filterJSON []byte) (string, error) {
 	var id int64
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *txn) error {
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1`, userID).Scan(&id); err != nil {
 			return err
 		}

@@ -31,8 +31,8 @@ var migrations embed.FS
 
 // DB is the SQL store.
 type DB struct {
-	w       *sql.DB // writes (one connection on SQLite)
-	r       *sql.DB // reads
+	w       *pool // writes (one connection on SQLite)
+	r       *pool // reads
 	dialect string
 }
 
@@ -74,7 +74,7 @@ func OpenSQLite(ctx context.Context, path string, fullSync bool) (*DB, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	db := &DB{w: w, r: r, dialect: "sqlite"}
+	db := &DB{w: newPool(w), r: newPool(r), dialect: "sqlite"}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -89,12 +89,13 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	p.SetMaxOpenConns(32)
-	p.SetMaxIdleConns(16)
+	p.SetMaxIdleConns(32) // idle connections keep their prepared statements
 	if err := p.PingContext(ctx); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
-	db := &DB{w: p, r: p, dialect: "postgres"}
+	pp := newPool(p)
+	db := &DB{w: pp, r: pp, dialect: "postgres"}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -141,9 +142,9 @@ func (db *DB) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		err = db.tx(ctx, func(tx *sql.Tx) error {
+		err = db.tx(ctx, func(tx *txn) error {
 			for _, stmt := range splitStatements(string(body), db.dialect) {
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				if _, err := tx.Tx.ExecContext(ctx, stmt); err != nil { // one-off: not prepared
 					return fmt.Errorf("%s: %w\n%s", name, err, stmt)
 				}
 			}
@@ -187,12 +188,12 @@ func splitStatements(body, dialect string) []string {
 }
 
 // tx runs fn in a write transaction, committing if it returns nil.
-func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+func (db *DB) tx(ctx context.Context, fn func(*txn) error) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return mapErr(err)
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(&txn{Tx: tx, p: db.w}); err != nil {
 		_ = tx.Rollback()
 		return mapErr(err)
 	}

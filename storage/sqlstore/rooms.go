@@ -18,7 +18,7 @@ func (db *DB) CommitEvents(ctx context.Context, commits []storage.EventCommit) e
 	if len(commits) == 0 {
 		return nil
 	}
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *txn) error {
 		heads := map[string]*storage.EventCommit{}
 		var order []string
 		for i := range commits {
@@ -47,7 +47,7 @@ func (db *DB) CommitEvents(ctx context.Context, commits []storage.EventCommit) e
 	return nil
 }
 
-func commitOne(ctx context.Context, tx *sql.Tx, c *storage.EventCommit) error {
+func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 	ev := &c.Event
 	if r := c.NewRoom; r != nil {
 		latest, _ := json.Marshal(r.Latest)

@@ -104,7 +104,7 @@ func scanReceipts(rows *sql.Rows) ([]storage.Receipt, error) {
 
 // PutToDevice implements storage.Streams.
 func (db *DB) PutToDevice(ctx context.Context, msgs []storage.ToDevice) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *txn) error {
 		for _, m := range msgs {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO to_device (stream_pos, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
 				m.Pos, m.UserID, m.DeviceID, m.Sender, m.Type, string(m.Content)); err != nil {
@@ -138,7 +138,7 @@ func (db *DB) ToDeviceSince(ctx context.Context, userID, deviceID string, from, 
 
 // DeleteToDevice implements storage.Streams.
 func (db *DB) DeleteToDevice(ctx context.Context, userID, deviceID string, upTo int64) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3`, userID, deviceID, upTo); err != nil {
 			return err
 		}
