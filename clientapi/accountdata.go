@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -212,11 +213,13 @@ func (s *Server) markRead(ctx context.Context, userID, roomID, typ, eventID, thr
 	pos := s.rooms.Stream().Allocate()
 	rec := storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: time.Now().UnixMilli(), Pos: pos}
 	err = s.store.PutReceipt(ctx, rec)
+	if err == nil {
+		s.receipts.put(rec) // before Complete makes pos visible
+	}
 	s.rooms.Stream().Complete(pos)
 	if err != nil {
 		return err
 	}
-	s.receipts.put(userID, roomID, eventID)
 	if typ == "m.read.private" {
 		members = []string{userID}
 	}
@@ -224,19 +227,59 @@ func (s *Server) markRead(ctx context.Context, userID, roomID, typ, eventID, thr
 	return nil
 }
 
-// receiptCache keeps each user's last read event per room, for unread
-// counts, loaded from the database once per user.
+// receiptCache keeps receipts in memory, loaded from the database once:
+// each user's last read event per room (for unread counts) and each
+// room's latest receipt per user, type and thread (for /sync), so a sync
+// woken by a message reads no receipts from the database.
 type receiptCache struct {
 	mu    sync.Mutex
-	users map[string]map[string]string
+	users map[string]map[string]string // user → room → event
+	rooms map[string][]storage.Receipt // room → latest receipts
 }
 
-func (c *receiptCache) put(userID, roomID, eventID string) {
+func (c *receiptCache) put(r storage.Receipt) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m, ok := c.users[userID]; ok {
-		m[roomID] = eventID
+	if m, ok := c.users[r.UserID]; ok && (r.Type == "m.read" || r.Type == "m.read.private") {
+		m[r.RoomID] = r.EventID
 	}
+	list, ok := c.rooms[r.RoomID]
+	if !ok {
+		return // loaded from the database, with this one, when first needed
+	}
+	out := make([]storage.Receipt, 0, len(list)+1) // copy: readers hold the old slice
+	for _, old := range list {
+		if old.UserID != r.UserID || old.Type != r.Type || old.ThreadID != r.ThreadID {
+			out = append(out, old)
+		}
+	}
+	c.rooms[r.RoomID] = append(out, r)
+}
+
+// roomReceipts returns the room's receipts with from < Pos <= to.
+func (s *Server) roomReceipts(ctx context.Context, roomID string, from, to int64) ([]storage.Receipt, error) {
+	c := &s.receipts
+	c.mu.Lock()
+	list, ok := c.rooms[roomID]
+	if !ok {
+		rs, err := s.store.ReceiptsSince(ctx, []string{roomID}, 0, math.MaxInt64)
+		if err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
+		if c.rooms == nil {
+			c.rooms = map[string][]storage.Receipt{}
+		}
+		c.rooms[roomID], list = rs, rs
+	}
+	c.mu.Unlock()
+	var out []storage.Receipt
+	for _, r := range list {
+		if r.Pos > from && r.Pos <= to {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // lastRead returns the event of the user's latest read receipt in the room.

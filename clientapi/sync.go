@@ -354,7 +354,7 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 			rfrom = 0
 		}
 		if rfrom < cur {
-			rs, err := s.store.ReceiptsSince(ctx, []string{roomID}, rfrom, cur)
+			rs, err := s.roomReceipts(ctx, roomID, rfrom, cur)
 			if err != nil {
 				return nil, err
 			}

@@ -9,8 +9,9 @@ import (
 
 // pool is a database handle whose queries are prepared once and reused on
 // every connection: parsing and planning is a large part of a small
-// query's cost (on SQLite, most of it). Queries are the package's constant
-// SQL texts, so the cache stays small.
+// query's cost (on SQLite, most of it). Queries are the package's SQL
+// texts; those with IN lists vary in length, so the cache is bounded and
+// queries past the bound run unprepared.
 type pool struct {
 	*sql.DB
 	mu      sync.RWMutex
@@ -18,16 +19,24 @@ type pool struct {
 	pending map[string]bool // being prepared in the background
 }
 
+const maxStmts = 256
+
 func newPool(db *sql.DB) *pool {
 	return &pool{DB: db, stmts: map[string]*sql.Stmt{}, pending: map[string]bool{}}
 }
 
+// stmt returns the prepared statement for query, preparing it on first
+// use; nil (and no error) when the cache is full.
 func (p *pool) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	p.mu.RLock()
 	s := p.stmts[query]
+	full := len(p.stmts) >= maxStmts
 	p.mu.RUnlock()
 	if s != nil {
 		return s, nil
+	}
+	if full {
+		return nil, nil
 	}
 	// Prepared without the lock held: preparing waits for a connection,
 	// which a transaction reading the cache may hold.
@@ -37,7 +46,7 @@ func (p *pool) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if old := p.stmts[query]; old != nil {
+	if old := p.stmts[query]; old != nil || len(p.stmts) >= maxStmts {
 		s.Close()
 		return old, nil
 	}
@@ -47,24 +56,24 @@ func (p *pool) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 
 func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	s, err := p.stmt(ctx, query)
-	if err != nil {
-		return nil, err
+	if err != nil || s == nil {
+		return p.DB.ExecContext(ctx, query, args...)
 	}
 	return s.ExecContext(ctx, args...)
 }
 
 func (p *pool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	s, err := p.stmt(ctx, query)
-	if err != nil {
-		return nil, err
+	if err != nil || s == nil {
+		return p.DB.QueryContext(ctx, query, args...)
 	}
 	return s.QueryContext(ctx, args...)
 }
 
 func (p *pool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	s, err := p.stmt(ctx, query)
-	if err != nil {
-		// Unprepared, the query reports the same error through its Row.
+	if err != nil || s == nil {
+		// Unprepared; a bad query reports its error through the Row.
 		return p.DB.QueryRowContext(ctx, query, args...)
 	}
 	return s.QueryRowContext(ctx, args...)
@@ -95,7 +104,7 @@ type txn struct {
 func (t *txn) cached(ctx context.Context, query string) *sql.Stmt {
 	t.p.mu.Lock()
 	s := t.p.stmts[query]
-	start := s == nil && !t.p.pending[query]
+	start := s == nil && !t.p.pending[query] && len(t.p.stmts) < maxStmts
 	if start {
 		t.p.pending[query] = true
 	}
