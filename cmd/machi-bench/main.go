@@ -43,9 +43,16 @@ type Report struct {
 	Machine string    `json:"machine"`
 	When    time.Time `json:"when"`
 	Options struct {
-		Users, Rooms, RoomSize, Senders, Receivers, Seed, IdlePolls int
-		Duration                                                    string
-		Rate, Trickle                                               float64
+		Users     int     `json:"users"`
+		Rooms     int     `json:"rooms"`
+		RoomSize  int     `json:"room_size"`
+		Senders   int     `json:"senders"`
+		Receivers int     `json:"receivers"`
+		Seed      int     `json:"seed_messages"`
+		IdlePolls int     `json:"idle_polls"`
+		Duration  string  `json:"duration"`
+		Rate      float64 `json:"paced_rate"`
+		Trickle   float64 `json:"idle_trickle_rate"`
 	} `json:"options"`
 	StartupFreshMS    float64          `json:"startup_fresh_ms,omitempty"`
 	StartupRestartMS  float64          `json:"startup_restart_ms,omitempty"`
