@@ -306,7 +306,10 @@ func (s *Service) build(version gomatrixserverlib.IRoomVersion, snap *Snapshot, 
 	}
 	proto.AuthEvents = refs
 	proto.Version = version
-	pdu, err := version.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.Key)
+	pdu, ok, err := fastBuild(version, proto, time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.Key)
+	if !ok {
+		pdu, err = version.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.Key)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
 	}
