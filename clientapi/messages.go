@@ -119,6 +119,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var chunk []*rooms.Event
+	vis := s.visibility(r.Context(), dev.UserID, roomID)
 	cursor := from
 	more := true
 	// Filtered events don't count towards the limit; read pages until the
@@ -137,7 +138,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 			} else {
 				cursor = ev.Pos
 			}
-			if filter.allowsEvent(ev) {
+			if filter.allowsEvent(ev) && vis.allows(ev) {
 				chunk = append(chunk, ev)
 				if len(chunk) == limit {
 					break
@@ -208,8 +209,9 @@ func (s *Server) handleContext(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	vis := s.visibility(r.Context(), dev.UserID, roomID)
 	ev, err := s.rooms.Event(r.Context(), v["eventId"])
-	if err != nil || ev.RoomID() != roomID || ev.Pos > upTo {
+	if err != nil || ev.RoomID() != roomID || ev.Pos > upTo || !vis.allows(ev) {
 		writeError(w, errNotFound("event not found"))
 		return
 	}
@@ -227,7 +229,7 @@ func (s *Server) handleContext(w http.ResponseWriter, r *http.Request) {
 	enc := func(evs []*rooms.Event) []json.RawMessage {
 		out := []json.RawMessage{}
 		for _, e := range evs {
-			if filter.allowsEvent(e) {
+			if filter.allowsEvent(e) && vis.allows(e) {
 				out = append(out, e.ClientJSON(now, dev.key()))
 			}
 		}

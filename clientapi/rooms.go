@@ -497,6 +497,9 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev, err := s.rooms.Event(r.Context(), v["eventId"])
+	if err == nil && ev.RoomID() == v["roomId"] && !s.visibility(r.Context(), dev.UserID, v["roomId"]).allows(ev) {
+		err = storage.ErrNotFound
+	}
 	if err != nil || ev.RoomID() != v["roomId"] || ev.Pos > upTo {
 		if err != nil && !isNotFound(err) {
 			writeError(w, err)

@@ -291,8 +291,9 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 	now := nowTime()
 	key := dev.key()
 	var shown []*rooms.Event
+	vis := s.visibility(ctx, dev.UserID, roomID)
 	for _, ev := range evs {
-		if tf.allowsEvent(ev) {
+		if tf.allowsEvent(ev) && vis.allows(ev) {
 			shown = append(shown, ev)
 			jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(now, key))
 		}
@@ -470,8 +471,9 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 	}
 	now := nowTime()
 	lr := &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}, Limited: limited}}
+	vis := s.visibility(ctx, req.dev.UserID, roomID)
 	for _, ev := range evs {
-		if req.filter.Room.Timeline.allowsEvent(ev) {
+		if req.filter.Room.Timeline.allowsEvent(ev) && vis.allows(ev) {
 			lr.Timeline.Events = append(lr.Timeline.Events, ev.ClientJSON(now, req.dev.key()))
 		}
 	}
