@@ -53,6 +53,7 @@ type Device struct {
 	DeviceID  string
 	IsAdmin   bool
 	tokenHash string
+	checked   time.Time // when the database last confirmed the token
 }
 
 // key is the device's identity for transaction IDs and to-device.
@@ -173,27 +174,35 @@ func hashToken(tok string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// tokenRecheck bounds how long a cached token is trusted without reading
+// the database again: changes this process makes drop the cache entry at
+// once; changes made by another process (machi admin) take effect within
+// this time.
+const tokenRecheck = 10 * time.Second
+
 // authenticate finds the device of a token, from memory when it can.
 func (s *Server) authenticate(ctx context.Context, tok string) (*Device, error) {
 	h := hashToken(tok)
 	s.tokMu.RLock()
 	dev, ok := s.tokens[h]
 	s.tokMu.RUnlock()
-	if ok {
+	if ok && time.Since(dev.checked) < tokenRecheck {
 		return dev, nil
 	}
 	d, err := s.store.DeviceByTokenHash(ctx, h)
 	if err != nil {
 		if isNotFound(err) {
+			s.forgetTokens(h)
 			return nil, newErr(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "unknown or revoked access token")
 		}
 		return nil, err
 	}
 	u, err := s.store.GetUser(ctx, d.UserID)
 	if err != nil || u.Deactivated {
+		s.forgetTokens(h)
 		return nil, newErr(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "unknown or revoked access token")
 	}
-	dev = &Device{UserID: d.UserID, DeviceID: d.DeviceID, IsAdmin: u.IsAdmin, tokenHash: h}
+	dev = &Device{UserID: d.UserID, DeviceID: d.DeviceID, IsAdmin: u.IsAdmin, tokenHash: h, checked: time.Now()}
 	s.tokMu.Lock()
 	s.tokens[h] = dev
 	s.tokMu.Unlock()

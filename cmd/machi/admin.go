@@ -106,7 +106,14 @@ func admin(args []string) error {
 			}
 			return err
 		}
-		fmt.Printf("password of %s reset\n", userID)
+		// A reset is what an admin does when a password may be known to
+		// someone else: every session ends (within seconds on a running
+		// server, which re-checks cached tokens).
+		deleted, err := store.DeleteDevices(ctx, userID, nil, "")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("password of %s reset; %d device(s) logged out\n", userID, len(deleted))
 	case "list-users":
 		users, err := store.ListUsers(ctx)
 		if err != nil {
