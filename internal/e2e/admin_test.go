@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,17 +18,7 @@ func TestAdminCLIWhileRunning(t *testing.T) {
 	}
 	bin := machiBinary(t)
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
-		dir := t.TempDir()
-		addr := freePort(t)
-		db := "database: {engine: sqlite, sqlite_path: machi.db}"
-		if engine == "postgres" {
-			db = fmt.Sprintf("database: {engine: postgres, postgres_dsn: %q}", testrig.PostgresDSN(t))
-		}
-		cfgPath := filepath.Join(dir, "machi.yaml")
-		cfg := fmt.Sprintf("server_name: city.example\nlisten: {client: %q, metrics: \"\"}\n%s\nregistration: {bcrypt_cost: 4}\nlog: {level: error}\n", addr, db)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		cfgPath, addr := procConfig(t, engine, "server_name: city.example\nregistration: {bcrypt_cost: 4}\n")
 		startProc(t, bin, cfgPath, addr)
 		admin := func(stdin string, args ...string) string {
 			t.Helper()

@@ -62,6 +62,23 @@ type proc struct {
 	addr string
 }
 
+// procConfig writes a config file for a machi process on engine, on a
+// free loopback port, with the given extra YAML lines.
+func procConfig(t *testing.T, engine, extra string) (cfgPath, addr string) {
+	t.Helper()
+	addr = freePort(t)
+	db := "database: {engine: sqlite, sqlite_path: machi.db}"
+	if engine == "postgres" {
+		db = fmt.Sprintf("database: {engine: postgres, postgres_dsn: %q}", testrig.PostgresDSN(t))
+	}
+	cfgPath = filepath.Join(t.TempDir(), "machi.yaml")
+	cfg := fmt.Sprintf("listen: {client: %q, metrics: \"\"}\n%s\nlog: {level: error}\n%s", addr, db, extra)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, addr
+}
+
 func startProc(t *testing.T, bin, cfgPath, addr string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "-config", cfgPath)
@@ -120,17 +137,7 @@ func TestAcknowledgedSendsSurviveSIGKILL(t *testing.T) {
 	}
 	bin := machiBinary(t)
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
-		dir := t.TempDir()
-		addr := freePort(t)
-		db := "database: {engine: sqlite, sqlite_path: machi.db}"
-		if engine == "postgres" {
-			db = fmt.Sprintf("database: {engine: postgres, postgres_dsn: %q}", testrig.PostgresDSN(t))
-		}
-		cfgPath := filepath.Join(dir, "machi.yaml")
-		cfg := fmt.Sprintf("server_name: localhost\nlisten: {client: %q, metrics: \"\"}\n%s\nregistration: {enabled: true, bcrypt_cost: 4}\nrate_limits: {enabled: false}\nlog: {level: error}\n", addr, db)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		cfgPath, addr := procConfig(t, engine, "server_name: localhost\nregistration: {enabled: true, bcrypt_cost: 4}\nrate_limits: {enabled: false}\n")
 		p := startProc(t, bin, cfgPath, addr)
 		base := "http://" + addr + "/_matrix/client/v3"
 
