@@ -3,10 +3,11 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/machi-chat/machi/internal/testrig"
 )
 
 // TestBenchSmall runs every scenario, scaled down, against a machi it
@@ -15,10 +16,7 @@ func TestBenchSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs machi")
 	}
-	bin := filepath.Join(t.TempDir(), "machi")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/machi-chat/machi/cmd/machi").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testrig.MachiBinary(t)
 	out := filepath.Join(t.TempDir(), "report.json")
 	err := run(options{
 		spawn: bin, engine: "sqlite", jsonOut: out, scenarios: "initial,closed,paced,idle",

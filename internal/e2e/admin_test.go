@@ -16,7 +16,7 @@ func TestAdminCLIWhileRunning(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs machi")
 	}
-	bin := machiBinary(t)
+	bin := testrig.MachiBinary(t)
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
 		cfgPath, addr := procConfig(t, engine, "server_name: city.example\nregistration: {bcrypt_cost: 4}\n")
 		startProc(t, bin, cfgPath, addr)

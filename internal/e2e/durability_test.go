@@ -19,33 +19,6 @@ import (
 	"github.com/machi-chat/machi/internal/testrig"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// machiBinary builds cmd/machi once per test run.
-func machiBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "machi-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "machi")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/machi-chat/machi/cmd/machi").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
 func freePort(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -135,7 +108,7 @@ func TestAcknowledgedSendsSurviveSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills a real process")
 	}
-	bin := machiBinary(t)
+	bin := testrig.MachiBinary(t)
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
 		cfgPath, addr := procConfig(t, engine, "server_name: localhost\nregistration: {enabled: true, bcrypt_cost: 4}\nrate_limits: {enabled: false}\n")
 		p := startProc(t, bin, cfgPath, addr)
