@@ -3,7 +3,6 @@ package clientapi
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -72,9 +71,8 @@ func tooLarge(limit int64) *Error {
 // disposition for anything the spec does not allow inline. Range requests
 // and conditional requests are answered by http.ServeContent.
 func (s *Server) download(w http.ResponseWriter, r *http.Request) {
-	v := mux.Vars(r)
-	server, _ := url.PathUnescape(v["server"])
-	mediaID, _ := url.PathUnescape(v["media"])
+	v := vars(r)
+	server, mediaID := v["server"], v["media"]
 	if server != s.cfg.ServerName {
 		// Remote media arrives with federation; until then it is unknown here.
 		writeError(w, errNotFound("remote media is not available from this server"))
@@ -92,7 +90,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	defer f.Close()
 	filename := item.Filename
 	if name, ok := v["filename"]; ok {
-		filename, _ = url.PathUnescape(name)
+		filename = name
 	}
 	h := w.Header()
 	h.Set("Content-Type", item.ContentType)
