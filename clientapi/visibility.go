@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/machi-chat/machi/rooms"
@@ -21,6 +22,7 @@ type visibility struct {
 	ctx            context.Context
 	userID, roomID string
 	byGroup        map[int64]bool
+	version        gomatrixserverlib.IRoomVersion // looked up on first need
 }
 
 func (s *Server) visibility(ctx context.Context, userID, roomID string) *visibility {
@@ -43,11 +45,14 @@ func (v *visibility) allows(ev *rooms.Event) bool {
 }
 
 func (v *visibility) atGroup(group int64) bool {
-	version, err := v.s.rooms.Version(v.ctx, v.roomID)
-	if err != nil {
-		return false
+	if v.version == nil {
+		version, err := v.s.rooms.Version(v.ctx, v.roomID)
+		if err != nil {
+			return false
+		}
+		v.version = version
 	}
-	snap, err := v.s.rooms.StateAt(v.ctx, version, group)
+	snap, err := v.s.rooms.StateAt(v.ctx, v.version, group)
 	if err != nil {
 		v.s.log.Error("history visibility: state unavailable", "room", v.roomID, "group", group, "err", err)
 		return false // hide rather than leak
