@@ -76,6 +76,16 @@ func SetPassword(ctx context.Context, store storage.Accounts, userID, password s
 	return store.SetPasswordHash(ctx, userID, string(h))
 }
 
+// ChangePassword sets a user's password and logs out every device but
+// keepDevice (which may be ""), since whoever knew the old password may
+// hold one of them. It returns the devices logged out.
+func ChangePassword(ctx context.Context, store storage.Accounts, userID, password string, cost int, keepDevice string) ([]string, error) {
+	if err := SetPassword(ctx, store, userID, password, cost); err != nil {
+		return nil, err
+	}
+	return store.DeleteDevices(ctx, userID, nil, keepDevice)
+}
+
 // newDevice logs a user in on a device and returns its access token.
 func (s *Server) newDevice(ctx context.Context, r *http.Request, userID, deviceID, displayName string) (string, string, error) {
 	if deviceID == "" {
@@ -420,16 +430,16 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errMissingParam("new_password is required"))
 		return
 	}
-	if err := SetPassword(r.Context(), s.store, dev.UserID, req.NewPassword, s.cfg.Registration.BcryptCost); err != nil {
+	var err error
+	if req.LogoutDevices == nil || *req.LogoutDevices {
+		_, err = ChangePassword(r.Context(), s.store, dev.UserID, req.NewPassword, s.cfg.Registration.BcryptCost, dev.DeviceID)
+		s.forgetUserTokens(dev.UserID)
+	} else {
+		err = SetPassword(r.Context(), s.store, dev.UserID, req.NewPassword, s.cfg.Registration.BcryptCost)
+	}
+	if err != nil {
 		writeError(w, err)
 		return
-	}
-	if req.LogoutDevices == nil || *req.LogoutDevices {
-		if _, err := s.store.DeleteDevices(r.Context(), dev.UserID, nil, dev.DeviceID); err != nil {
-			writeError(w, err)
-			return
-		}
-		s.forgetUserTokens(dev.UserID)
 	}
 	writeJSON(w, 200, map[string]any{})
 }

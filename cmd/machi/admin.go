@@ -100,16 +100,13 @@ func admin(args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := clientapi.SetPassword(ctx, store, userID, pw, cfg.Registration.BcryptCost); err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				return fmt.Errorf("no user %s", userID)
-			}
-			return err
-		}
 		// A reset is what an admin does when a password may be known to
 		// someone else: every session ends (within seconds on a running
 		// server, which re-checks cached tokens).
-		deleted, err := store.DeleteDevices(ctx, userID, nil, "")
+		deleted, err := clientapi.ChangePassword(ctx, store, userID, pw, cfg.Registration.BcryptCost, "")
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("no user %s", userID)
+		}
 		if err != nil {
 			return err
 		}
