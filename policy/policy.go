@@ -81,3 +81,14 @@ func (e *Engine) CheckEvent(ctx context.Context, in EventInput) *Denial {
 	}
 	return nil
 }
+
+// DeviceClass is where a device logged in from.
+type DeviceClass string
+
+// Device classes.
+const (
+	// ClassOffice devices logged in from a trusted (LGWAN) network.
+	ClassOffice DeviceClass = "office"
+	// ClassMobile devices logged in from anywhere else.
+	ClassMobile DeviceClass = "mobile"
+)
