@@ -25,6 +25,7 @@ type Store interface {
 	Rooms
 	Streams
 	Media
+	Policy
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MaxStateGroup is the highest state group ID persisted.
@@ -38,9 +39,12 @@ type User struct {
 	PasswordHash string
 	IsAdmin      bool
 	Deactivated  bool
-	DisplayName  string
-	AvatarURL    string
-	CreatedTS    int64
+	// Suspended accounts can neither log in nor use their tokens, until an
+	// admin lifts the suspension.
+	Suspended   bool
+	DisplayName string
+	AvatarURL   string
+	CreatedTS   int64
 }
 
 // Device is a logged-in session: one device, one access token.
@@ -54,6 +58,8 @@ type Device struct {
 	LastSeenTS int64
 	LastSeenIP string
 	CreatedTS  int64
+	// Class is "office" or "mobile": where the device logged in from.
+	Class string
 }
 
 // Accounts are users, their devices and what belongs to a user alone.
@@ -63,6 +69,7 @@ type Accounts interface {
 	ListUsers(ctx context.Context) ([]User, error)
 	SetPasswordHash(ctx context.Context, userID, hash string) error
 	SetAdmin(ctx context.Context, userID string, admin bool) error
+	SetSuspended(ctx context.Context, userID string, suspended bool) error
 	// DeactivateUser marks the account deactivated, clears its password
 	// and profile and removes every device, in one transaction.
 	DeactivateUser(ctx context.Context, userID string) error
@@ -255,4 +262,128 @@ type MediaItem struct {
 type Media interface {
 	PutMedia(ctx context.Context, m MediaItem) error
 	GetMedia(ctx context.Context, mediaID string) (MediaItem, error)
+}
+
+// EnrollmentCode is a one-time code that admits one mobile device of a
+// user. Only its hash is stored.
+type EnrollmentCode struct {
+	CodeID     string // public handle, shown to admins
+	UserID     string
+	CodeHash   string
+	CreatedBy  string
+	CreatedTS  int64
+	ExpiresTS  int64
+	UsedTS     int64 // 0 while unused
+	UsedDevice string
+}
+
+// AuditEntry is one line of the audit log.
+type AuditEntry struct {
+	ID       int64
+	TS       int64
+	Actor    string // user ID, or "cli" for the admin socket
+	DeviceID string
+	Action   string // e.g. policy.denied, device.revoke
+	Rule     string // for policy denials
+	Target   string // the user, room or server acted on
+	Detail   string // JSON object
+}
+
+// AuditQuery selects audit entries; zero fields match everything.
+type AuditQuery struct {
+	Since, Until int64 // TS range, inclusive; Until 0 means no end
+	Actor        string
+	Action       string
+	Rule         string
+	Target       string
+	AfterID      int64 // for paging: entries with ID > AfterID
+	Limit        int
+}
+
+// Emergency lifts the working-hours block for the whole server (no rooms)
+// or for the rooms named, until EndsTS.
+type Emergency struct {
+	ID        string
+	RoomIDs   []string
+	Reason    string
+	StartsTS  int64
+	EndsTS    int64
+	CreatedBy string
+}
+
+// Exemption frees one user from the working-hours block.
+type Exemption struct {
+	UserID    string
+	Reason    string
+	CreatedBy string
+	CreatedTS int64
+}
+
+// Broadcast is a notice sent to every staff member or to a group.
+type Broadcast struct {
+	ID         string
+	Sender     string
+	Group      string // "" for everyone
+	Body       string
+	CreatedTS  int64
+	Recipients int
+}
+
+// BroadcastDelivery is one recipient's copy of a broadcast.
+type BroadcastDelivery struct {
+	BroadcastID string
+	UserID      string
+	RoomID      string
+	EventID     string
+	Pos         int64
+}
+
+// BroadcastCounts says how far a broadcast got.
+type BroadcastCounts struct {
+	Delivered int // stored in the recipient's notice room
+	Read      int // the recipient sent a read receipt at or after it
+}
+
+// Policy is what the city's policy and its admins keep.
+type Policy interface {
+	PutEnrollmentCode(ctx context.Context, c EnrollmentCode) error
+	// UseEnrollmentCode marks the user's unused, unexpired code with that
+	// hash used by deviceID, at now, and returns it; ErrNotFound if there is
+	// no such code.
+	UseEnrollmentCode(ctx context.Context, userID, codeHash, deviceID string, now int64) (EnrollmentCode, error)
+	// EnrollmentCodeByHash finds an unused, unexpired code by its hash
+	// alone (for m.login.token with a code).
+	EnrollmentCodeByHash(ctx context.Context, codeHash string, now int64) (EnrollmentCode, error)
+	ListEnrollmentCodes(ctx context.Context, userID string) ([]EnrollmentCode, error)
+	DeleteEnrollmentCode(ctx context.Context, userID, codeID string) error
+
+	AppendAudit(ctx context.Context, e AuditEntry) error
+	QueryAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
+
+	PutEmergency(ctx context.Context, e Emergency) error
+	// EndEmergency sets the emergency's end to now if it is later.
+	EndEmergency(ctx context.Context, id string, now int64) error
+	// Emergencies lists the emergencies that have not ended at now.
+	Emergencies(ctx context.Context, now int64) ([]Emergency, error)
+
+	PutExemption(ctx context.Context, e Exemption) error
+	DeleteExemption(ctx context.Context, userID string) error
+	Exemptions(ctx context.Context) ([]Exemption, error)
+
+	PutSetting(ctx context.Context, name string, value []byte, ts int64) error
+	GetSetting(ctx context.Context, name string) ([]byte, error)
+	DeleteSetting(ctx context.Context, name string) error
+
+	SetUserGroups(ctx context.Context, userID string, groups []string) error
+	UserGroups(ctx context.Context, userID string) ([]string, error)
+	GroupMembers(ctx context.Context, group string) ([]string, error)
+
+	GetNoticeRoom(ctx context.Context, userID string) (string, error)
+	PutNoticeRoom(ctx context.Context, userID, roomID string) error
+
+	PutBroadcast(ctx context.Context, b Broadcast) error
+	PutBroadcastDelivery(ctx context.Context, d BroadcastDelivery) error
+	GetBroadcast(ctx context.Context, id string) (Broadcast, error)
+	ListBroadcasts(ctx context.Context, limit int) ([]Broadcast, error)
+	BroadcastCounts(ctx context.Context, id string) (BroadcastCounts, error)
 }

@@ -9,20 +9,20 @@ import (
 	"github.com/machi-chat/machi/storage"
 )
 
-const userCols = `user_id, password_hash, is_admin, deactivated, displayname, avatar_url, created_ts`
+const userCols = `user_id, password_hash, is_admin, deactivated, displayname, avatar_url, created_ts, suspended`
 
 func scanUser(row interface{ Scan(...any) error }) (storage.User, error) {
 	var u storage.User
-	var admin, deact int
-	err := row.Scan(&u.UserID, &u.PasswordHash, &admin, &deact, &u.DisplayName, &u.AvatarURL, &u.CreatedTS)
-	u.IsAdmin, u.Deactivated = admin != 0, deact != 0
+	var admin, deact, susp int
+	err := row.Scan(&u.UserID, &u.PasswordHash, &admin, &deact, &u.DisplayName, &u.AvatarURL, &u.CreatedTS, &susp)
+	u.IsAdmin, u.Deactivated, u.Suspended = admin != 0, deact != 0, susp != 0
 	return u, mapErr(err)
 }
 
 // CreateUser implements storage.Accounts.
 func (db *DB) CreateUser(ctx context.Context, u storage.User) error {
-	_, err := db.w.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		u.UserID, u.PasswordHash, boolInt(u.IsAdmin), boolInt(u.Deactivated), u.DisplayName, u.AvatarURL, u.CreatedTS)
+	_, err := db.w.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		u.UserID, u.PasswordHash, boolInt(u.IsAdmin), boolInt(u.Deactivated), u.DisplayName, u.AvatarURL, u.CreatedTS, boolInt(u.Suspended))
 	if err != nil {
 		return fmt.Errorf("create user: %w", mapErr(err))
 	}
@@ -76,6 +76,11 @@ func (db *DB) SetAdmin(ctx context.Context, userID string, admin bool) error {
 	return db.execOne(ctx, `UPDATE users SET is_admin = $2 WHERE user_id = $1`, userID, boolInt(admin))
 }
 
+// SetSuspended implements storage.Accounts.
+func (db *DB) SetSuspended(ctx context.Context, userID string, suspended bool) error {
+	return db.execOne(ctx, `UPDATE users SET suspended = $2 WHERE user_id = $1`, userID, boolInt(suspended))
+}
+
 // DeactivateUser implements storage.Accounts.
 func (db *DB) DeactivateUser(ctx context.Context, userID string) error {
 	return db.tx(ctx, func(tx *txn) error {
@@ -101,21 +106,21 @@ func (db *DB) SetAvatarURL(ctx context.Context, userID, url string) error {
 	return db.execOne(ctx, `UPDATE users SET avatar_url = $2 WHERE user_id = $1`, userID, url)
 }
 
-const deviceCols = `user_id, device_id, display_name, token_hash, last_seen_ts, last_seen_ip, created_ts`
+const deviceCols = `user_id, device_id, display_name, token_hash, last_seen_ts, last_seen_ip, created_ts, device_class`
 
 func scanDevice(row interface{ Scan(...any) error }) (storage.Device, error) {
 	var d storage.Device
-	err := row.Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.TokenHash, &d.LastSeenTS, &d.LastSeenIP, &d.CreatedTS)
+	err := row.Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.TokenHash, &d.LastSeenTS, &d.LastSeenIP, &d.CreatedTS, &d.Class)
 	return d, mapErr(err)
 }
 
 // PutDevice implements storage.Accounts.
 func (db *DB) PutDevice(ctx context.Context, d storage.Device) error {
-	_, err := db.w.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (user_id, device_id) DO UPDATE SET token_hash = excluded.token_hash,
+	_, err := db.w.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET token_hash = excluded.token_hash, device_class = excluded.device_class,
 		display_name = CASE WHEN excluded.display_name = '' THEN devices.display_name ELSE excluded.display_name END,
 		last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip`,
-		d.UserID, d.DeviceID, d.DisplayName, d.TokenHash, d.LastSeenTS, d.LastSeenIP, d.CreatedTS)
+		d.UserID, d.DeviceID, d.DisplayName, d.TokenHash, d.LastSeenTS, d.LastSeenIP, d.CreatedTS, orDefault(d.Class, "office"))
 	if err != nil {
 		return fmt.Errorf("put device: %w", mapErr(err))
 	}
@@ -217,4 +222,11 @@ func (db *DB) GetFilter(ctx context.Context, userID, filterID string) ([]byte, e
 	var js string
 	err = db.r.QueryRowContext(ctx, `SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2`, userID, id).Scan(&js)
 	return []byte(js), mapErr(err)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

@@ -120,7 +120,7 @@ func TestAccounts(t *testing.T) {
 		wantErr(t, db.SetDisplayName(ctx, "@nobody:test", "x"), storage.ErrNotFound)
 
 		// Devices.
-		d1 := storage.Device{UserID: "@alice:test", DeviceID: "DEV1", DisplayName: "phone", TokenHash: "th1", LastSeenTS: 10, LastSeenIP: "10.0.0.1", CreatedTS: 10}
+		d1 := storage.Device{UserID: "@alice:test", DeviceID: "DEV1", DisplayName: "phone", TokenHash: "th1", LastSeenTS: 10, LastSeenIP: "10.0.0.1", CreatedTS: 10, Class: "mobile"}
 		must(t, db.PutDevice(ctx, d1))
 		must(t, db.PutDevice(ctx, storage.Device{UserID: "@alice:test", DeviceID: "DEV2", TokenHash: "th2", CreatedTS: 20}))
 		must(t, db.PutDevice(ctx, storage.Device{UserID: "@alice:test", DeviceID: "DEV3", TokenHash: "th3", CreatedTS: 30}))
