@@ -18,10 +18,10 @@ type Config struct {
 	// TrustedProxies are reverse proxies whose X-Forwarded-For is believed.
 	TrustedProxies []string `yaml:"trusted_proxies" json:"trusted_proxies"`
 
-	Enrollment   EnrollmentConfig   `yaml:"enrollment" json:"enrollment"`
-	WorkingHours HoursConfig        `yaml:"working_hours" json:"working_hours"`
-	Uploads      UploadConfig       `yaml:"uploads" json:"uploads"`
-	Federation   FederationConfig   `yaml:"federation" json:"federation"`
+	Enrollment   EnrollmentConfig `yaml:"enrollment" json:"enrollment"`
+	WorkingHours HoursConfig      `yaml:"working_hours" json:"working_hours"`
+	Uploads      UploadConfig     `yaml:"uploads" json:"uploads"`
+	Federation   FederationConfig `yaml:"federation" json:"federation"`
 }
 
 // EnrollmentConfig governs the one-time codes that admit a mobile device.
