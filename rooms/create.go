@@ -37,7 +37,7 @@ type CreateRequest struct {
 	Invite          []string
 	IsDirect        bool
 	PowerOverride   json.RawMessage
-	Origin          policy.Origin
+	Actor           policy.Actor
 }
 
 // CreateRoom creates a room: every initial event is built, authorised and
@@ -89,7 +89,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 			return "", &Forbidden{Reason: fmt.Sprintf("%s event: %v", e.Type, err)}
 		}
 		if d := s.policy.CheckEvent(ctx, policy.EventInput{
-			Sender: req.Creator, RoomID: r.id, Type: e.Type, StateKey: &e.StateKey, Content: e.Content, Origin: req.Origin,
+			Sender: req.Creator, RoomID: r.id, Type: e.Type, StateKey: &e.StateKey, Content: e.Content, Actor: req.Actor,
 		}); d != nil {
 			abandon()
 			return "", d

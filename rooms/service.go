@@ -149,8 +149,8 @@ type Request struct {
 	// sending the same txn ID gets the first event back.
 	TxnDevice string
 	TxnID     string
-	// Origin says where the request came from, for policy.
-	Origin policy.Origin
+	// Actor says who sends it, from where, for policy.
+	Actor policy.Actor
 }
 
 // Submit sends an event into a room through the one write path. It returns
@@ -258,7 +258,7 @@ func (s *Service) prepare(ctx context.Context, r *room, req *Request) (*pending,
 		return nil, &Forbidden{Reason: err.Error()}
 	}
 	if d := s.policy.CheckEvent(ctx, policy.EventInput{
-		Sender: req.Sender, RoomID: r.id, Type: req.Type, StateKey: req.StateKey, Content: content, Origin: req.Origin,
+		Sender: req.Sender, RoomID: r.id, Type: req.Type, StateKey: req.StateKey, Content: content, Actor: req.Actor,
 	}); d != nil {
 		return nil, d
 	}

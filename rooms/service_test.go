@@ -22,7 +22,7 @@ func newService(t testing.TB, store storage.Store, pol Policy) *Service {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	if pol == nil {
-		pol = policy.New(nil)
+		pol = allowAll{}
 	}
 	s, err := New(context.Background(), Config{ServerName: "test.local", KeyID: "ed25519:a", Key: key, DefaultVersion: "10"}, store, pol)
 	if err != nil {
@@ -30,6 +30,20 @@ func newService(t testing.TB, store storage.Store, pol Policy) *Service {
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+type allowAll struct{}
+
+func (allowAll) CheckEvent(context.Context, policy.EventInput) *policy.Denial { return nil }
+
+// denyType refuses one event type, the way a city rule would.
+type denyType string
+
+func (d denyType) CheckEvent(_ context.Context, in policy.EventInput) *policy.Denial {
+	if in.Type == string(d) {
+		return &policy.Denial{RuleID: "test-rule", JA: "不可", EN: "refused"}
+	}
+	return nil
 }
 
 func msg(body string) json.RawMessage {
@@ -116,6 +130,44 @@ func TestCreateSendReload(t *testing.T) {
 					t.Fatalf("prev_events = %v, want [%s]", prev, evs[len(evs)-1].ID())
 				}
 			})
+		}
+	})
+}
+
+// A policy denial stops the event before anything is stored, and the
+// room's stream goes on without a gap.
+func TestPolicyDenialStoresNothing(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		store := testrig.OpenStore(t, engine)
+		s := newService(t, store, denyType("m.room.topic"))
+		roomID, err := s.CreateRoom(ctx, &CreateRequest{Creator: "@alice:test.local", Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, err := store.RoomEvents(ctx, roomID, 0, 1<<62, 100, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Submit(ctx, &Request{RoomID: roomID, Sender: "@alice:test.local", Type: "m.room.topic", StateKey: new(string), Content: json.RawMessage(`{"topic":"x"}`)})
+		var d *policy.Denial
+		if !errors.As(err, &d) || d.RuleID != "test-rule" {
+			t.Fatalf("err = %v, want the policy denial", err)
+		}
+		if _, err := s.Submit(ctx, &Request{RoomID: roomID, Sender: "@alice:test.local", Type: "m.room.message", Content: msg("after")}); err != nil {
+			t.Fatal(err)
+		}
+		after, err := store.RoomEvents(ctx, roomID, 0, 1<<62, 100, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(after) != len(before)+1 || after[len(after)-1].Type != "m.room.message" {
+			t.Fatalf("stored %d events after the denial, want %d (+ the message)", len(after), len(before))
+		}
+		// Creating a room whose initial state is refused stores no room.
+		_, err = s.CreateRoom(ctx, &CreateRequest{Creator: "@alice:test.local", Preset: "private_chat", Topic: new(string)})
+		if !errors.As(err, &d) {
+			t.Fatalf("createRoom with a topic: err = %v, want the denial", err)
 		}
 	})
 }
