@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/storage"
 )
 
@@ -86,10 +87,12 @@ func ChangePassword(ctx context.Context, store storage.Accounts, userID, passwor
 	return store.DeleteDevices(ctx, userID, nil, keepDevice)
 }
 
+func newDeviceID() string { return strings.ToUpper(randomToken(8))[:10] }
+
 // newDevice logs a user in on a device and returns its access token.
-func (s *Server) newDevice(ctx context.Context, r *http.Request, userID, deviceID, displayName string) (string, string, error) {
+func (s *Server) newDevice(ctx context.Context, r *http.Request, userID, deviceID, displayName string, class policy.DeviceClass) (string, string, error) {
 	if deviceID == "" {
-		deviceID = strings.ToUpper(randomToken(8))[:10]
+		deviceID = newDeviceID()
 	}
 	// Re-using a device ID replaces its token: the old one stops working.
 	if old, err := s.store.GetDevice(ctx, userID, deviceID); err == nil {
@@ -99,7 +102,7 @@ func (s *Server) newDevice(ctx context.Context, r *http.Request, userID, deviceI
 	now := time.Now().UnixMilli()
 	err := s.store.PutDevice(ctx, storage.Device{
 		UserID: userID, DeviceID: deviceID, DisplayName: displayName, TokenHash: hashToken(tok),
-		LastSeenTS: now, LastSeenIP: clientIP(r), CreatedTS: now,
+		LastSeenTS: now, LastSeenIP: s.clientIP(r), CreatedTS: now, Class: string(class),
 	})
 	return deviceID, tok, err
 }
@@ -111,9 +114,17 @@ type loginResponse struct {
 	HomeServer  string `json:"home_server,omitempty"`
 }
 
-// handleLoginFlows serves GET /_matrix/client/v3/login.
+// handleLoginFlows serves GET /_matrix/client/v3/login: passwords (with
+// an enrollment code from phones), machi's own sign-in page through the SSO
+// redirect flow, and login tokens (from that page, or an enrollment code).
 func (s *Server) handleLoginFlows(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]any{"flows": []any{map[string]string{"type": "m.login.password"}}})
+	writeJSON(w, 200, map[string]any{"flows": []any{
+		map[string]string{"type": "m.login.password"},
+		map[string]any{"type": "m.login.sso", "identity_providers": []any{
+			map[string]string{"id": ssoProvider, "name": "machi (端末認証 / device sign-in)"},
+		}},
+		map[string]string{"type": "m.login.token"},
+	}})
 }
 
 type identifier struct {
@@ -152,19 +163,27 @@ func (s *Server) checkPassword(ctx context.Context, a passwordAuth) (string, err
 		bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(a.Password)) != nil {
 		return "", errForbidden("invalid user name or password")
 	}
+	if u.Suspended {
+		return "", errLocked()
+	}
 	return userID, nil
 }
 
-// handleLogin serves POST /_matrix/client/v3/login (m.login.password).
+// handleLogin serves POST /_matrix/client/v3/login: m.login.password and
+// m.login.token. A device logging in from outside the trusted networks is
+// "mobile" and needs an enrollment code: with the password as
+// org.machi.enrollment_code, from the sign-in page, or as the token itself.
 // Not idempotent: every call makes a new token (re-using device_id replaces
 // that device's token).
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	if err := s.limiter.allow("login:" + clientIP(r)); err != nil {
+	if err := s.limiter.allow("login:" + s.clientIP(r)); err != nil {
 		writeError(w, err)
 		return
 	}
 	var req struct {
 		passwordAuth
+		Token       string `json:"token"`
+		Code        string `json:"org.machi.enrollment_code"`
 		DeviceID    string `json:"device_id"`
 		DisplayName string `json:"initial_device_display_name"`
 	}
@@ -172,16 +191,35 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if req.Type != "m.login.password" {
-		writeError(w, newErr(http.StatusBadRequest, "M_UNKNOWN", "unsupported login type %q", req.Type))
-		return
+	ctx := r.Context()
+	class := s.deviceClass(r)
+	if req.DeviceID == "" {
+		req.DeviceID = newDeviceID()
 	}
-	userID, err := s.checkPassword(r.Context(), req.passwordAuth)
+	var userID string
+	var err error
+	switch req.Type {
+	case "m.login.password":
+		if userID, err = s.checkPassword(ctx, req.passwordAuth); err != nil {
+			break
+		}
+		if s.policy.EnrollmentRequired(class) {
+			if strings.TrimSpace(req.Code) == "" {
+				err = s.policy.Deny(ctx, policy.Subject{UserID: userID, DeviceID: req.DeviceID, What: "login"}, deviceCodeRequired())
+			} else {
+				err = s.useCode(ctx, userID, req.Code, req.DeviceID)
+			}
+		}
+	case "m.login.token":
+		userID, err = s.loginWithToken(ctx, r, req.Token, req.DeviceID, class)
+	default:
+		err = newErr(http.StatusBadRequest, "M_UNKNOWN", "unsupported login type %q", req.Type)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	deviceID, tok, err := s.newDevice(r.Context(), r, userID, req.DeviceID, req.DisplayName)
+	deviceID, tok, err := s.newDevice(ctx, r, userID, req.DeviceID, req.DisplayName, class)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -228,7 +266,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errForbidden("registration is disabled: ask an administrator for an account"))
 		return
 	}
-	if err := s.limiter.allow("register:" + clientIP(r)); err != nil {
+	if err := s.limiter.allow("register:" + s.clientIP(r)); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -257,6 +295,13 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errBadJSON("unsupported auth type %q", req.Auth.Type))
 		return
 	}
+	// A phone cannot register itself a session: it needs an enrollment code,
+	// which only exists for accounts an admin made.
+	class := s.deviceClass(r)
+	if !req.InhibitLogin && s.policy.EnrollmentRequired(class) {
+		writeError(w, s.policy.Deny(r.Context(), policy.Subject{What: "register", Target: s.clientIP(r)}, deviceCodeRequired()))
+		return
+	}
 	if req.Username == "" {
 		req.Username = strings.ToLower(randomToken(9))
 	}
@@ -283,7 +328,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := loginResponse{UserID: userID, HomeServer: s.cfg.ServerName}
 	if !req.InhibitLogin {
-		if resp.DeviceID, resp.AccessToken, err = s.newDevice(r.Context(), r, userID, req.DeviceID, req.DisplayName); err != nil {
+		if resp.DeviceID, resp.AccessToken, err = s.newDevice(r.Context(), r, userID, req.DeviceID, req.DisplayName, class); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -373,7 +418,7 @@ func (s *Server) handleSharedSecretRegister(w http.ResponseWriter, r *http.Reque
 	if req.DisplayName != "" {
 		_ = s.store.SetDisplayName(r.Context(), userID, req.DisplayName)
 	}
-	deviceID, tok, err := s.newDevice(r.Context(), r, userID, "", "")
+	deviceID, tok, err := s.newDevice(r.Context(), r, userID, "", "", s.deviceClass(r))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -459,7 +504,7 @@ func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request) {
 	if !s.uiaPassword(w, r, dev, req.Auth) {
 		return
 	}
-	if err := s.leaveAll(r.Context(), dev.UserID); err != nil {
+	if err := s.leaveAll(r.Context(), dev.actor(), dev.UserID); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -23,14 +23,19 @@ func BenchmarkSync(b *testing.B) {
 	ctx := context.Background()
 	store := testrig.OpenStore(b, "sqlite")
 	_, key, _ := ed25519.GenerateKey(nil)
-	rs, err := rooms.New(ctx, rooms.Config{ServerName: "test.local", KeyID: "ed25519:a", Key: key, DefaultVersion: "10"}, store, policy.New(nil))
+	rs, err := rooms.New(ctx, rooms.Config{ServerName: "test.local", KeyID: "ed25519:a", Key: key, DefaultVersion: "10"}, store, allowAll{}) // rooms under test, not policy
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(rs.Close)
 	cfg := config.Default()
 	cfg.ServerName = "test.local"
-	s := New(&cfg, store, rs, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pol, err := policy.New(cfg.Policy, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := New(&cfg, Deps{Store: store, Rooms: rs, Policy: pol, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b.Cleanup(s.Close)
 
 	reader := "@reader:test.local"
 	var roomIDs []string
@@ -85,3 +90,7 @@ func BenchmarkSync(b *testing.B) {
 		}
 	})
 }
+
+type allowAll struct{}
+
+func (allowAll) CheckEvent(context.Context, policy.EventInput) *policy.Denial { return nil }

@@ -85,8 +85,7 @@ func toMatrixError(err error) *Error {
 	case errors.As(err, &me):
 		return me
 	case errors.As(err, &denial):
-		return &Error{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Msg: denial.Error(),
-			Extra: map[string]any{"org.machi.rule": denial.RuleID, "org.machi.message_ja": denial.JA, "org.machi.message_en": denial.EN}}
+		return denialError(denial)
 	case errors.As(err, &forbidden):
 		return errForbidden("%s", forbidden.Reason)
 	case errors.As(err, &tooLarge):
@@ -102,6 +101,26 @@ func toMatrixError(err error) *Error {
 	default:
 		return newErr(http.StatusInternalServerError, "M_UNKNOWN", "internal error")
 	}
+}
+
+// denialError is a policy denial as a Matrix error: M_FORBIDDEN unless a
+// better code fits, always with the rule ID and both messages.
+func denialError(d *policy.Denial) *Error {
+	e := &Error{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Msg: d.Error(),
+		Extra: map[string]any{"org.machi.rule": d.RuleID, "org.machi.message_ja": d.JA, "org.machi.message_en": d.EN}}
+	switch d.RuleID {
+	case policy.RuleUploadSize:
+		e.Status, e.Code = http.StatusRequestEntityTooLarge, "M_TOO_LARGE"
+	case policy.RuleDeviceCodeTries:
+		e.Status, e.Code = http.StatusTooManyRequests, "M_LIMIT_EXCEEDED"
+	}
+	if !d.NextOpen.IsZero() {
+		e.Extra["org.machi.next_open_ts"] = d.NextOpen.UnixMilli()
+	}
+	if d.RetryAfter > 0 {
+		e.Extra["retry_after_ms"] = d.RetryAfter.Milliseconds()
+	}
+	return e
 }
 
 // readBody reads the request body, mapping a body past the limit to

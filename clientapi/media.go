@@ -1,7 +1,9 @@
 package clientapi
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -28,24 +30,46 @@ func (s *Server) mediaRoutes(r *mux.Router) {
 }
 
 func (s *Server) mediaConfig(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"m.upload.size": s.media.MaxBytes()})
+	writeJSON(w, http.StatusOK, map[string]any{"m.upload.size": s.uploadLimit(DeviceFrom(r.Context()))})
 }
 
-// upload implements POST /upload: the body is the file, Content-Type its
-// type, ?filename= its name.
+// uploadLimit is the largest file dev may upload.
+func (s *Server) uploadLimit(dev *Device) int64 {
+	return min(s.media.MaxBytes(), s.policy.MaxUpload(dev.Class))
+}
+
+// upload implements POST /upload: the body is the file, ?filename= its
+// name. The declared Content-Type is not trusted: policy sniffs the bytes
+// (and, from phones, accepts only images it can decode, stripped of
+// location data), and the sniffed type is what is stored and served.
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	if err := s.limiter.allow(dev.UserID); err != nil {
 		writeError(w, err)
 		return
 	}
-	if r.ContentLength > s.media.MaxBytes() {
-		writeError(w, tooLarge(s.media.MaxBytes()))
+	limit := s.uploadLimit(dev)
+	if r.ContentLength > limit {
+		writeError(w, tooLarge(limit))
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		writeError(w, errBadJSON("could not read the upload"))
+		return
+	}
+	if int64(len(data)) > limit {
+		writeError(w, tooLarge(limit))
+		return
+	}
+	data, typ, denial := s.policy.CheckUpload(r.Context(), dev.UserID, dev.actor(), data)
+	if denial != nil {
+		writeError(w, denial)
 		return
 	}
 	item, err := s.media.Store(r.Context(), media.Upload{
-		Body:        r.Body,
-		ContentType: r.Header.Get("Content-Type"),
+		Body:        bytes.NewReader(data),
+		ContentType: typ,
 		Filename:    r.URL.Query().Get("filename"),
 		Uploader:    dev.UserID,
 	})

@@ -90,7 +90,7 @@ func (s *Server) handlePutProfile(w http.ResponseWriter, r *http.Request) {
 		if m.Membership != spec.Join {
 			continue
 		}
-		if _, err := s.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, spec.Join, ""); err != nil {
+		if _, err := s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, dev.UserID, spec.Join, ""); err != nil {
 			s.log.Warn("propagate profile change", "user", dev.UserID, "room", roomID, "err", err)
 		}
 	}

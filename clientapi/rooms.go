@@ -95,7 +95,7 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 	roomID, err := s.rooms.CreateRoom(r.Context(), &rooms.CreateRequest{
 		Creator: dev.UserID, CreatorMember: member, Version: req.RoomVersion, Preset: req.Preset,
 		CreationContent: req.CreationContent, InitialState: req.InitialState, Name: req.Name, Topic: req.Topic,
-		Alias: alias, Invite: req.Invite, IsDirect: req.IsDirect, PowerOverride: req.PowerOverride, Origin: policy.OriginClient,
+		Alias: alias, Invite: req.Invite, IsDirect: req.IsDirect, PowerOverride: req.PowerOverride, Actor: dev.actor(),
 	})
 	if err != nil {
 		writeError(w, err)
@@ -134,13 +134,13 @@ func (s *Server) memberContent(ctx context.Context, userID, membership, reason s
 }
 
 // setMembership sends sender's member event about target.
-func (s *Server) setMembership(ctx context.Context, roomID, sender, target, membership, reason string) (*rooms.Event, error) {
+func (s *Server) setMembership(ctx context.Context, actor policy.Actor, roomID, sender, target, membership, reason string) (*rooms.Event, error) {
 	content, err := s.memberContent(ctx, target, membership, reason)
 	if err != nil {
 		return nil, err
 	}
 	return s.rooms.Submit(ctx, &rooms.Request{
-		RoomID: roomID, Sender: sender, Type: spec.MRoomMember, StateKey: &target, Content: content, Origin: policy.OriginClient,
+		RoomID: roomID, Sender: sender, Type: spec.MRoomMember, StateKey: &target, Content: content, Actor: actor,
 	})
 }
 
@@ -180,7 +180,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if _, err := s.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, spec.Join, req.Reason); err != nil {
+	if _, err := s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, dev.UserID, spec.Join, req.Reason); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -254,7 +254,7 @@ func (s *Server) handleMembership(action string) http.HandlerFunc {
 				return
 			}
 		}
-		if _, err := s.setMembership(r.Context(), roomID, dev.UserID, target, membership, req.Reason); err != nil {
+		if _, err := s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, target, membership, req.Reason); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -277,14 +277,14 @@ func (s *Server) handleForget(w http.ResponseWriter, r *http.Request) {
 }
 
 // leaveAll makes a user leave every room they are in or invited to.
-func (s *Server) leaveAll(ctx context.Context, userID string) error {
+func (s *Server) leaveAll(ctx context.Context, actor policy.Actor, userID string) error {
 	ms, err := s.rooms.UserRooms(ctx, userID)
 	if err != nil {
 		return err
 	}
 	for roomID, m := range ms {
 		if m.Membership == spec.Join || m.Membership == spec.Invite {
-			if _, err := s.setMembership(ctx, roomID, userID, userID, spec.Leave, ""); err != nil {
+			if _, err := s.setMembership(ctx, actor, roomID, userID, userID, spec.Leave, ""); err != nil {
 				return err
 			}
 		}
@@ -325,7 +325,7 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := s.rooms.Submit(r.Context(), &rooms.Request{
 		RoomID: v["roomId"], Sender: dev.UserID, Type: v["eventType"], Content: content,
-		TxnDevice: dev.DeviceID, TxnID: v["txnId"], Origin: policy.OriginClient,
+		TxnDevice: dev.DeviceID, TxnID: v["txnId"], Actor: dev.actor(),
 	})
 	if err != nil {
 		writeError(w, err)
@@ -358,7 +358,7 @@ func (s *Server) handlePutState(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ev, err := s.rooms.Submit(r.Context(), &rooms.Request{
-		RoomID: v["roomId"], Sender: dev.UserID, Type: typ, StateKey: &key, Content: content, Origin: policy.OriginClient,
+		RoomID: v["roomId"], Sender: dev.UserID, Type: typ, StateKey: &key, Content: content, Actor: dev.actor(),
 	})
 	if err != nil {
 		writeError(w, err)
@@ -395,7 +395,7 @@ func (s *Server) handleRedact(w http.ResponseWriter, r *http.Request) {
 	body, _ := json.Marshal(content)
 	ev, err := s.rooms.Submit(r.Context(), &rooms.Request{
 		RoomID: v["roomId"], Sender: dev.UserID, Type: spec.MRoomRedaction, Content: body, Redacts: v["eventId"],
-		TxnDevice: dev.DeviceID, TxnID: "redact:" + v["txnId"], Origin: policy.OriginClient,
+		TxnDevice: dev.DeviceID, TxnID: "redact:" + v["txnId"], Actor: dev.actor(),
 	})
 	if err != nil {
 		writeError(w, err)

@@ -18,6 +18,9 @@ func (s *Server) routes(r *mux.Router) {
 	// Accounts and devices.
 	s.handle(r, "GET", "/login", open, s.handleLoginFlows)
 	s.handle(r, "POST", "/login", open, s.handleLogin)
+	s.handle(r, "GET", "/login/sso/redirect", open, s.handleSSORedirect)
+	s.handle(r, "GET", "/login/sso/redirect/{idpId}", open, s.handleSSORedirect)
+	r.HandleFunc(ssoPagePath, s.handleSSOPage).Methods(http.MethodGet, http.MethodPost)
 	s.handle(r, "POST", "/logout", auth, s.handleLogout)
 	s.handle(r, "POST", "/logout/all", auth, s.handleLogoutAll)
 	s.handle(r, "POST", "/register", open, s.handleRegister)

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/media"
+	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
 	"github.com/machi-chat/machi/storage"
 )
@@ -37,7 +39,13 @@ type Server struct {
 	limiter *rateLimiter
 	typing  *Typing
 	media   *media.Repo
+	policy  *policy.Engine
+	audit   *AuditLog
 	nonces  nonces
+
+	enroll      enrollment
+	loginTokens loginTokens
+	notices     *notices
 
 	toDeviceTxns recentTxns
 	receipts     receiptCache
@@ -45,6 +53,15 @@ type Server struct {
 
 	tokMu  sync.RWMutex
 	tokens map[string]*Device // by token hash
+
+	touches chan touch // last-seen updates, written in the background
+	stopped chan struct{}
+}
+
+// touch is a device seen at an address.
+type touch struct {
+	userID, deviceID, ip string
+	at                   int64
 }
 
 // Device is an authenticated request's device.
@@ -52,25 +69,80 @@ type Device struct {
 	UserID    string
 	DeviceID  string
 	IsAdmin   bool
+	Class     policy.DeviceClass
 	tokenHash string
 	checked   time.Time // when the database last confirmed the token
+	seen      atomic.Pointer[touch]
 }
 
 // key is the device's identity for transaction IDs and to-device.
 func (d *Device) key() string { return d.UserID + "|" + d.DeviceID }
 
+// actor is the device as policy sees it.
+func (d *Device) actor() policy.Actor {
+	return policy.Actor{Origin: policy.OriginClient, DeviceID: d.DeviceID, Class: d.Class}
+}
+
+// Deps are the services the client API runs on.
+type Deps struct {
+	Store  storage.Store
+	Rooms  *rooms.Service
+	Media  *media.Repo
+	Policy *policy.Engine
+	Audit  *AuditLog
+	Log    *slog.Logger
+}
+
 // New returns the client API over the given services.
-func New(cfg *config.Config, store storage.Store, rs *rooms.Service, repo *media.Repo, log *slog.Logger) *Server {
-	return &Server{
+func New(cfg *config.Config, d Deps) *Server {
+	s := &Server{
 		cfg:     cfg,
-		store:   store,
-		rooms:   rs,
-		media:   repo,
-		log:     log,
+		store:   d.Store,
+		rooms:   d.Rooms,
+		media:   d.Media,
+		policy:  d.Policy,
+		audit:   d.Audit,
+		log:     d.Log,
 		limiter: newRateLimiter(cfg.RateLimits),
-		typing:  NewTyping(rs.Notifier()),
+		typing:  NewTyping(d.Rooms.Notifier()),
 		tokens:  map[string]*Device{},
-		latest:  newLatest(rs.Stream().Current()),
+		latest:  newLatest(d.Rooms.Stream().Current()),
+		touches: make(chan touch, 256),
+		stopped: make(chan struct{}),
+	}
+	s.notices = newNotices(s)
+	go s.writeTouches()
+	return s
+}
+
+// Close stops the background writers; call it before closing the store.
+func (s *Server) Close() {
+	close(s.touches)
+	<-s.stopped
+}
+
+// writeTouches records devices' last-seen time and address.
+func (s *Server) writeTouches() {
+	defer close(s.stopped)
+	for t := range s.touches {
+		if err := s.store.TouchDevice(context.Background(), t.userID, t.deviceID, t.ip, t.at); err != nil && !isNotFound(err) {
+			s.log.Warn("record device last seen", "user", t.userID, "device", t.deviceID, "err", err)
+		}
+	}
+}
+
+// seeDevice notes that dev made a request from ip: at most once a minute,
+// or when the address changes, and never blocking the request.
+func (s *Server) seeDevice(dev *Device, ip string) {
+	now := time.Now().UnixMilli()
+	if last := dev.seen.Load(); last != nil && last.ip == ip && now-last.at < 60_000 {
+		return
+	}
+	t := &touch{userID: dev.UserID, deviceID: dev.DeviceID, ip: ip, at: now}
+	dev.seen.Store(t)
+	select {
+	case s.touches <- *t:
+	default: // the writer is behind: last-seen is approximate anyway
 	}
 }
 
@@ -95,6 +167,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	s.routes(r)
 	s.mediaRoutes(r)
+	s.adminRoutes(r, s.requireAdmin)
 	return s.middleware(r)
 }
 
@@ -165,6 +238,7 @@ func (s *Server) requireAuth(next http.Handler) http.Handler {
 			writeError(w, err)
 			return
 		}
+		s.seeDevice(dev, s.clientIP(r))
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), deviceKey, dev)))
 	})
 }
@@ -202,7 +276,11 @@ func (s *Server) authenticate(ctx context.Context, tok string) (*Device, error) 
 		s.forgetTokens(h)
 		return nil, newErr(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "unknown or revoked access token")
 	}
-	dev = &Device{UserID: d.UserID, DeviceID: d.DeviceID, IsAdmin: u.IsAdmin, tokenHash: h, checked: time.Now()}
+	if u.Suspended {
+		s.forgetTokens(h)
+		return nil, errLocked()
+	}
+	dev = &Device{UserID: d.UserID, DeviceID: d.DeviceID, IsAdmin: u.IsAdmin, Class: policy.DeviceClass(d.Class), tokenHash: h, checked: time.Now()}
 	s.tokMu.Lock()
 	s.tokens[h] = dev
 	s.tokMu.Unlock()
@@ -233,13 +311,31 @@ func (s *Server) forgetUserTokens(userID string) {
 // admin CLI and API after they change an account.
 func (s *Server) InvalidateUser(userID string) { s.forgetUserTokens(userID) }
 
-// clientIP is the request's peer address, for rate limits and devices.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// errLocked is the error of a suspended account (spec: account locking):
+// clients keep the session and tell the user to contact an admin.
+func errLocked() *Error {
+	e := newErr(http.StatusUnauthorized, "M_USER_LOCKED", "this account is suspended: ask an administrator (このアカウントは利用停止中です。管理者に連絡してください。)")
+	e.Extra = map[string]any{"soft_logout": true}
+	return e
+}
+
+// clientIP is the address a request came from (through trusted proxies),
+// for rate limits, device classes and last-seen addresses.
+func (s *Server) clientIP(r *http.Request) string {
+	a := s.policy.ClientAddr(r.RemoteAddr, r.Header.Get("X-Forwarded-For"))
+	if !a.IsValid() {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr
+		}
+		return host
 	}
-	return host
+	return a.String()
+}
+
+// deviceClass is the class of a device logging in with request r.
+func (s *Server) deviceClass(r *http.Request) policy.DeviceClass {
+	return s.policy.Class(s.policy.ClientAddr(r.RemoteAddr, r.Header.Get("X-Forwarded-For")))
 }
 
 // vars returns the path variables, unescaped (the router matches encoded

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test, on a fresh Debian machine too: installs PostgreSQL and the
-# JavaScript test client if missing, runs a throwaway PostgreSQL cluster on a
+# Runs every test, on a fresh Debian machine too: installs PostgreSQL, the
+# JavaScript test client and headless Chromium if missing, runs a throwaway PostgreSQL cluster on a
 # free loopback port, then go vet and go test on SQLite and PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,14 @@ if [ -f "$js/package-lock.json" ]; then
   fi
   export MACHI_REQUIRE_JS=1
 fi
+
+# Headless Chromium for the sign-in page test.
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+fi
+export MACHI_REQUIRE_CHROMIUM=1
 
 go vet ./...
 go test -count=1 -timeout 30m ./...

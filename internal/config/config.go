@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/machi-chat/machi/policy"
 )
 
 // Config is the whole configuration file.
@@ -26,13 +28,14 @@ type Config struct {
 	// SigningKeyPath is the ed25519 key that signs this server's events.
 	SigningKeyPath string `yaml:"signing_key_path"`
 
-	Listen       Listen       `yaml:"listen"`
-	Database     Database     `yaml:"database"`
-	Registration Registration `yaml:"registration"`
-	RateLimits   RateLimits   `yaml:"rate_limits"`
-	Media        Media        `yaml:"media"`
-	Rooms        Rooms        `yaml:"rooms"`
-	Log          Log          `yaml:"log"`
+	Listen       Listen        `yaml:"listen"`
+	Database     Database      `yaml:"database"`
+	Registration Registration  `yaml:"registration"`
+	RateLimits   RateLimits    `yaml:"rate_limits"`
+	Media        Media         `yaml:"media"`
+	Rooms        Rooms         `yaml:"rooms"`
+	Policy       policy.Config `yaml:"policy"`
+	Log          Log           `yaml:"log"`
 }
 
 // Listen holds the listener addresses.
@@ -44,6 +47,9 @@ type Listen struct {
 	// PublicBaseURL is what /.well-known/matrix/client advertises; empty
 	// means http://<client listener>.
 	PublicBaseURL string `yaml:"public_base_url"`
+	// AdminSocket is the Unix socket `machi admin` talks to (only this OS
+	// user can open it); empty disables it.
+	AdminSocket string `yaml:"admin_socket"`
 }
 
 // Database selects and configures the storage engine.
@@ -110,12 +116,13 @@ func Default() Config {
 	return Config{
 		ServerName:     "localhost",
 		SigningKeyPath: "signing.key",
-		Listen:         Listen{Client: "127.0.0.1:8008", Metrics: "127.0.0.1:9108"},
+		Listen:         Listen{Client: "127.0.0.1:8008", Metrics: "127.0.0.1:9108", AdminSocket: "admin.sock"},
 		Database:       Database{Engine: "sqlite", SQLitePath: "machi.db", Synchronous: "normal"},
 		Registration:   Registration{BcryptCost: 10},
 		RateLimits:     RateLimits{Enabled: true, PerSecond: 10, Burst: 50},
 		Media:          Media{Path: "media", MaxUploadBytes: 50 << 20},
 		Rooms:          Rooms{DefaultVersion: "10"},
+		Policy:         policy.DefaultConfig(),
 		Log:            Log{Level: "info", Format: "text"},
 	}
 }
@@ -200,6 +207,9 @@ func (c *Config) Validate() error {
 	if !contains(SupportedRoomVersions, c.Rooms.DefaultVersion) {
 		bad("rooms.default_version %q must be one of %s", c.Rooms.DefaultVersion, strings.Join(SupportedRoomVersions, ", "))
 	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -264,6 +274,8 @@ listen:
   metrics: 127.0.0.1:9108
   # Base URL advertised in /.well-known/matrix/client; "" means http://<client>.
   public_base_url: ""
+  # Unix socket for "machi admin" (only this OS user can open it); "" disables it.
+  admin_socket: admin.sock
 
 database:
   # sqlite (embedded, no setup) or postgres.
@@ -298,6 +310,64 @@ media:
 rooms:
   # Room version of new rooms: 10, 11 or 12.
   default_version: "10"
+
+# The city's rules. Admins can change them at run time (admin API or
+# "machi admin policy set"); such changes are kept in the database and win
+# over this section until "machi admin policy reset".
+policy:
+  # The office side (LGWAN): devices that log in from these networks are
+  # "office", all others "mobile". List your LGWAN ranges here.
+  trusted_networks: ["127.0.0.0/8", "::1/128"]
+  # Reverse proxies whose X-Forwarded-For header is believed.
+  trusted_proxies: []
+  enrollment:
+    # A new mobile device needs a one-time code issued by an admin
+    # ("machi admin issue-code USER").
+    required: true
+    code_ttl: 72h
+    # Wrong codes allowed per user (or address) per failure_window.
+    max_failures: 5
+    failure_window: 15m
+  working_hours:
+    enabled: true
+    # mobile: only mobile devices are blocked outside working hours; all: every device.
+    applies_to: mobile
+    time_zone: Asia/Tokyo
+    weekly:
+      - days: [mon, tue, wed, thu, fri]
+        open: "08:30"
+        close: "17:15"
+    # Closed on Japanese public holidays (祝日・振替休日・国民の休日).
+    public_holidays: true
+    # Closed every year (年末年始), as MM-DD.
+    closing_days: ["12-29", "12-30", "12-31", "01-01", "01-02", "01-03"]
+    # Dates (YYYY-MM-DD) open anyway (with the first window's hours) or closed anyway.
+    extra_open: []
+    extra_closed: []
+  uploads:
+    # Phones may send JPEG, PNG, GIF and WebP images only (fully decoded).
+    mobile_images_only: true
+    # Remove EXIF/XMP (camera, GPS location) from images.
+    strip_metadata: true
+    # What office devices may send (sniffed type; "image/*" matches all images).
+    office_allowed_types:
+      - image/*
+      - application/pdf
+      - text/plain
+      - text/csv
+      - application/vnd.openxmlformats-officedocument.wordprocessingml.document
+      - application/vnd.openxmlformats-officedocument.spreadsheetml.sheet
+      - application/vnd.openxmlformats-officedocument.presentationml.presentation
+      - application/msword
+      - application/vnd.ms-excel
+      - application/vnd.ms-powerpoint
+      - application/zip
+    mobile_max_bytes: 20971520
+    office_max_bytes: 52428800
+  federation:
+    # Server names this server federates with (neighbouring cities, the
+    # prefecture). Empty: no federation.
+    allowed_servers: []
 
 log:
   level: info   # debug, info, warn, error

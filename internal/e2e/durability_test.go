@@ -35,6 +35,21 @@ type proc struct {
 	addr string
 }
 
+// stop ends the process gracefully (SIGTERM) and waits for it.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("machi did not stop within 20 s of SIGTERM")
+	}
+}
+
 // procConfig writes a config file for a machi process on engine, on a
 // free loopback port, with the given extra YAML lines.
 func procConfig(t *testing.T, engine, extra string) (cfgPath, addr string) {

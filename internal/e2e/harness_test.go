@@ -25,6 +25,12 @@ import (
 // limits, stopped at cleanup.
 func startServer(t *testing.T, engine string, edit ...func(*config.Config)) *server.Server {
 	t.Helper()
+	return startServerOpts(t, engine, nil, edit...)
+}
+
+// startServerOpts is startServer with server options (a test clock).
+func startServerOpts(t *testing.T, engine string, opts []server.Option, edit ...func(*config.Config)) *server.Server {
+	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen.Client = "127.0.0.1:0"
@@ -47,7 +53,7 @@ func startServer(t *testing.T, engine string, edit ...func(*config.Config)) *ser
 	if os.Getenv("MACHI_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, err := server.Start(context.Background(), &cfg, log)
+	srv, err := server.Start(context.Background(), &cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("start machi: %v", err)
 	}

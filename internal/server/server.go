@@ -8,6 +8,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -29,6 +31,7 @@ import (
 	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
+	"github.com/machi-chat/machi/storage"
 	"github.com/machi-chat/machi/storage/sqlstore"
 )
 
@@ -39,12 +42,17 @@ type Server struct {
 	MetricsAddr string
 	Store       *sqlstore.DB
 	Rooms       *rooms.Service
+	Policy      *policy.Engine
 	API         *clientapi.Server
+	// AdminSocket is the admin socket's path ("" when not listening).
+	AdminSocket string
 
-	log  *slog.Logger
-	srv  *http.Server
-	msrv *http.Server
-	errc chan error
+	log   *slog.Logger
+	audit *clientapi.AuditLog
+	srv   *http.Server
+	msrv  *http.Server
+	asrv  *http.Server
+	errc  chan error
 }
 
 // LoadKey reads the signing key ("ed25519 <id> <base64 seed>", the format
@@ -82,15 +90,26 @@ func OpenStore(ctx context.Context, cfg *config.Config) (*sqlstore.DB, error) {
 	return sqlstore.OpenSQLite(ctx, cfg.Path(cfg.Database.SQLitePath), cfg.Database.Synchronous == "full")
 }
 
-// Start opens everything and starts listening. Stop it with Close.
-func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
-	s := &Server{log: log, errc: make(chan error, 2)}
-	var closers []func()
+// Option changes how a server starts.
+type Option func(*options)
+
+type options struct{ now func() time.Time }
+
+// WithClock makes the policy read the time from now (tests move it).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Open builds every part of machi over the configured database without
+// listening anywhere: Start's first half, and what `machi admin` uses when
+// no server is running. Close it with Close.
+func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Server, err error) {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s := &Server{log: log, errc: make(chan error, 3)}
 	defer func() {
 		if err != nil {
-			for i := len(closers) - 1; i >= 0; i-- {
-				closers[i]()
-			}
+			s.closeParts()
 		}
 	}()
 	keyID, key, err := LoadKey(cfg.Path(cfg.SigningKeyPath))
@@ -100,24 +119,72 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 	if s.Store, err = OpenStore(ctx, cfg); err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() { s.Store.Close() })
-	pol := policy.New(func(_ context.Context, in policy.EventInput, d *policy.Denial) {
-		log.Info("policy denied event", "rule", d.RuleID, "sender", in.Sender, "room", in.RoomID, "type", in.Type)
-	})
-	s.Rooms, err = rooms.New(ctx, rooms.Config{
-		ServerName: spec.ServerName(cfg.ServerName), KeyID: keyID, Key: key,
-		DefaultVersion: cfg.Rooms.DefaultVersion, Log: log,
-	}, s.Store, pol)
+	pcfg, err := effectivePolicy(ctx, cfg, s.Store, log)
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, s.Rooms.Close)
+	s.audit = clientapi.NewAuditLog(s.Store, o.now, log)
+	if s.Policy, err = policy.New(pcfg, o.now, s.audit.Denied); err != nil {
+		return nil, err
+	}
+	s.Rooms, err = rooms.New(ctx, rooms.Config{
+		ServerName: spec.ServerName(cfg.ServerName), KeyID: keyID, Key: key,
+		DefaultVersion: cfg.Rooms.DefaultVersion, Log: log,
+	}, s.Store, s.Policy)
+	if err != nil {
+		return nil, err
+	}
 	repo, err := media.New(cfg.Path(cfg.Media.Path), s.Store, cfg.Media.MaxUploadBytes)
 	if err != nil {
 		return nil, err
 	}
-	s.API = clientapi.New(cfg, s.Store, s.Rooms, repo, log)
+	s.API = clientapi.New(cfg, clientapi.Deps{Store: s.Store, Rooms: s.Rooms, Media: repo, Policy: s.Policy, Audit: s.audit, Log: log})
+	if err := s.API.ReloadPolicyState(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.API.EnsureNoticesUser(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
+// effectivePolicy is the config file's policy, unless admins changed it at
+// run time: then the copy they stored in the database.
+func effectivePolicy(ctx context.Context, cfg *config.Config, store *sqlstore.DB, log *slog.Logger) (policy.Config, error) {
+	raw, err := store.GetSetting(ctx, clientapi.PolicySetting)
+	if errors.Is(err, storage.ErrNotFound) {
+		return cfg.Policy, nil
+	} else if err != nil {
+		return policy.Config{}, err
+	}
+	p := cfg.Policy
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return policy.Config{}, fmt.Errorf("the policy stored by admins is unreadable (machi admin policy reset drops it): %w", err)
+	}
+	if err := p.Validate(); err != nil {
+		return policy.Config{}, fmt.Errorf("the policy stored by admins is invalid (machi admin policy reset drops it): %w", err)
+	}
+	log.Info("policy: using the version admins changed at run time, not the config file's", "reset_with", "machi admin policy reset")
+	return p, nil
+}
+
+// Start opens everything and starts listening: the client API, the
+// metrics listener and the local admin socket. Stop it with Close.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Server, err error) {
+	s, err := Open(ctx, cfg, log, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.Close(ctx)
+		}
+	}()
+	if cfg.Listen.AdminSocket != "" {
+		if err := s.listenAdmin(cfg.Path(cfg.Listen.AdminSocket)); err != nil {
+			return nil, err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen.Client)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen.Client, err)
@@ -125,7 +192,6 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 	s.ClientAddr = ln.Addr().String()
 	s.srv = &http.Server{Handler: s.API.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}
 	go func() { s.errc <- s.srv.Serve(ln) }()
-	closers = append(closers, func() { s.srv.Close() })
 
 	if cfg.Listen.Metrics != "" {
 		reg := prometheus.NewRegistry()
@@ -153,13 +219,53 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 // Err is closed over the first listener error.
 func (s *Server) Err() <-chan error { return s.errc }
 
+// listenAdmin serves the admin API on a Unix socket that only this OS
+// user can open (`machi admin` talks to it). A socket file left by a crash
+// is replaced; one a running server answers on is not.
+func (s *Server) listenAdmin(path string) error {
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("another machi is running on this data folder (its admin socket %s answers)", path)
+	}
+	_ = os.Remove(path)
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	s.AdminSocket = path
+	s.asrv = &http.Server{Handler: s.API.AdminSocketHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { s.errc <- s.asrv.Serve(ln) }()
+	return nil
+}
+
 // Close stops listening, lets requests finish (up to the context's
 // deadline), commits what is queued and closes the database.
 func (s *Server) Close(ctx context.Context) {
-	_ = s.srv.Shutdown(ctx)
-	if s.msrv != nil {
-		_ = s.msrv.Shutdown(ctx)
+	for _, srv := range []*http.Server{s.srv, s.msrv, s.asrv} {
+		if srv != nil {
+			_ = srv.Shutdown(ctx)
+		}
 	}
-	s.Rooms.Close()
-	s.Store.Close()
+	if s.AdminSocket != "" {
+		_ = os.Remove(s.AdminSocket)
+	}
+	s.closeParts()
+}
+
+// closeParts closes what Open opened, in reverse order.
+func (s *Server) closeParts() {
+	if s.API != nil {
+		s.API.Close()
+	}
+	if s.Rooms != nil {
+		s.Rooms.Close()
+	}
+	if s.audit != nil {
+		s.audit.Close()
+	}
+	if s.Store != nil {
+		s.Store.Close()
+	}
 }
