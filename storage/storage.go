@@ -341,6 +341,7 @@ type BroadcastDelivery struct {
 // BroadcastCounts says how far a broadcast got.
 type BroadcastCounts struct {
 	Delivered int // stored in the recipient's notice room
+	Joined    int // the recipient has joined the notice room
 	Read      int // the recipient sent a read receipt at or after it
 }
 

@@ -279,7 +279,9 @@ func (db *DB) BroadcastCounts(ctx context.Context, id string) (storage.Broadcast
 			SELECT 1 FROM receipts r JOIN events e ON e.event_id = r.event_id
 			WHERE r.room_id = d.room_id AND r.user_id = d.user_id
 			AND r.receipt_type IN ('m.read', 'm.read.private') AND e.stream_pos >= d.stream_pos
+		) THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN EXISTS (
+			SELECT 1 FROM memberships m WHERE m.room_id = d.room_id AND m.user_id = d.user_id AND m.membership = 'join'
 		) THEN 1 ELSE 0 END), 0)
-		FROM broadcast_deliveries d WHERE d.broadcast_id = $1`, id).Scan(&c.Delivered, &c.Read)
+		FROM broadcast_deliveries d WHERE d.broadcast_id = $1`, id).Scan(&c.Delivered, &c.Read, &c.Joined)
 	return c, mapErr(err)
 }
