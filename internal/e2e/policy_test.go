@@ -723,3 +723,76 @@ func TestUploadsByDeviceClass(t *testing.T) {
 		}
 	})
 }
+
+// TestAdminAPIBadInput: every mistake an admin (or a script) can make gets
+// a clear Matrix error, and changes nothing.
+func TestAdminAPIBadInput(t *testing.T) {
+	c := startCity(t, "sqlite")
+	u := register(t, c.srv, "yoshida")
+	user := "/users/" + string(u.UserID)
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		status       int
+		errcode      string
+	}{
+		{"GET", "/users/@nobody:localhost", nil, 404, "M_NOT_FOUND"},
+		{"GET", "/users/@someone:elsewhere.example", nil, 403, "M_FORBIDDEN"},
+		{"GET", "/users/Bad%20Name", nil, 400, "M_INVALID_USERNAME"},
+		{"POST", "/users", map[string]any{"username": "x1", "password": "short"}, 400, "M_WEAK_PASSWORD"},
+		{"POST", "/users", map[string]any{"username": u.UserID.Localpart(), "password": "long-enough-1"}, 400, "M_USER_IN_USE"},
+		{"POST", "/users", []byte("not json"), 400, "M_NOT_JSON"},
+		{"POST", "/users", []byte(`["an array"]`), 400, "M_BAD_JSON"},
+		{"POST", "/users", map[string]any{"username": 7}, 400, "M_BAD_JSON"},
+		{"PUT", user + "/admin", map[string]any{}, 400, "M_MISSING_PARAM"},
+		{"PUT", user + "/groups", map[string]any{}, 400, "M_MISSING_PARAM"},
+		{"POST", user + "/enrollment_codes", map[string]any{"ttl": "forever"}, 400, "M_INVALID_PARAM"},
+		{"POST", user + "/enrollment_codes", map[string]any{"ttl": "9000h"}, 400, "M_INVALID_PARAM"},
+		{"DELETE", user + "/enrollment_codes/nope", nil, 404, "M_NOT_FOUND"},
+		{"DELETE", user + "/devices/NOPE", nil, 404, "M_NOT_FOUND"},
+		{"PUT", user + "/exemption", map[string]any{"reason": " "}, 400, "M_MISSING_PARAM"},
+		{"DELETE", user + "/exemption", nil, 404, "M_NOT_FOUND"},
+		{"POST", "/emergencies", map[string]any{"reason": "x"}, 400, "M_MISSING_PARAM"},
+		{"POST", "/emergencies", map[string]any{"duration": "1h"}, 400, "M_MISSING_PARAM"},
+		{"POST", "/emergencies", map[string]any{"reason": "x", "duration": "-1h"}, 400, "M_INVALID_PARAM"},
+		{"POST", "/emergencies", map[string]any{"reason": "x", "duration": "1h", "ends_ts": 1}, 400, "M_INVALID_PARAM"},
+		{"POST", "/emergencies", map[string]any{"reason": "x", "ends_ts": 1000}, 400, "M_INVALID_PARAM"},
+		{"POST", "/emergencies", map[string]any{"reason": "x", "duration": "1h", "rooms": []string{"#alias:x"}}, 400, "M_INVALID_PARAM"},
+		{"DELETE", "/emergencies/em_nope", nil, 404, "M_NOT_FOUND"},
+		{"PUT", "/policy", map[string]any{"trusted_networks": []string{"10.0.0.0/99"}}, 400, "M_INVALID_PARAM"},
+		{"PUT", "/policy", map[string]any{"working_hours": map[string]any{"time_zone": "Mars/Base"}}, 400, "M_INVALID_PARAM"},
+		{"PUT", "/policy", map[string]any{"no_such_rule": true}, 400, "M_BAD_JSON"},
+		{"PUT", "/policy", map[string]any{"enrollment": map[string]any{"code_ttl": "soon"}}, 400, "M_BAD_JSON"},
+		{"POST", "/broadcasts", map[string]any{"body": ""}, 400, "M_MISSING_PARAM"},
+		{"POST", "/broadcasts", map[string]any{"body": "x", "group": "存在しない課"}, 400, "M_INVALID_PARAM"},
+		{"GET", "/broadcasts/bc_nope", nil, 404, "M_NOT_FOUND"},
+		{"GET", "/audit?limit=0", nil, 400, "M_INVALID_PARAM"},
+		{"GET", "/audit?since=yesterday", nil, 400, "M_INVALID_PARAM"},
+		{"GET", "/audit?format=xml", nil, 400, "M_INVALID_PARAM"},
+		{"GET", "/no/such/endpoint", nil, 404, "M_UNRECOGNIZED"},
+	} {
+		code, me := do(t, http.DefaultClient, tc.method, c.base()+"/_machi/admin/v1"+tc.path, c.adminToken, tc.body, nil)
+		if code != tc.status || me.Code != tc.errcode || me.Msg == "" {
+			t.Errorf("%s %s: %d %+v, want %d %s", tc.method, tc.path, code, me, tc.status, tc.errcode)
+		}
+	}
+	// Nothing above changed the policy or left an emergency behind.
+	var pol struct {
+		Source string `json:"source"`
+	}
+	c.admin("GET", "/policy", nil, &pol, 200)
+	if pol.Source != "config file" {
+		t.Fatalf("policy source after refused changes: %q", pol.Source)
+	}
+	var ems struct {
+		Emergencies []any `json:"emergencies"`
+	}
+	c.admin("GET", "/emergencies", nil, &ems, 200)
+	if len(ems.Emergencies) != 0 {
+		t.Fatalf("emergencies after refused declarations: %v", ems.Emergencies)
+	}
+	// Without a token: M_MISSING_TOKEN.
+	if code, me := do(t, http.DefaultClient, "GET", c.base()+"/_machi/admin/v1/users", "", nil, nil); code != 401 || me.Code != "M_MISSING_TOKEN" {
+		t.Fatalf("no token: %d %+v", code, me)
+	}
+}
