@@ -26,6 +26,7 @@ type Store interface {
 	Streams
 	Media
 	Policy
+	Keys
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MaxStateGroup is the highest state group ID persisted.
@@ -71,7 +72,8 @@ type Accounts interface {
 	SetAdmin(ctx context.Context, userID string, admin bool) error
 	SetSuspended(ctx context.Context, userID string, suspended bool) error
 	// DeactivateUser marks the account deactivated, clears its password
-	// and profile and removes every device, in one transaction.
+	// and profile and removes every device and encryption key, in one
+	// transaction.
 	DeactivateUser(ctx context.Context, userID string) error
 	SetDisplayName(ctx context.Context, userID, name string) error
 	SetAvatarURL(ctx context.Context, userID, url string) error
@@ -83,8 +85,9 @@ type Accounts interface {
 	ListDevices(ctx context.Context, userID string) ([]Device, error)
 	SetDeviceName(ctx context.Context, userID, deviceID, name string) error
 	TouchDevice(ctx context.Context, userID, deviceID, ip string, ts int64) error
-	// DeleteDevices removes the given devices; with none given, every
-	// device of the user except keep (which may be "").
+	// DeleteDevices removes the given devices and their encryption keys;
+	// with none given, every device of the user except keep (which may be
+	// "").
 	DeleteDevices(ctx context.Context, userID string, deviceIDs []string, keep string) (deleted []string, err error)
 
 	CreateFilter(ctx context.Context, userID string, filterJSON []byte) (string, error)
@@ -387,4 +390,38 @@ type Policy interface {
 	GetBroadcast(ctx context.Context, id string) (Broadcast, error)
 	ListBroadcasts(ctx context.Context, limit int) ([]Broadcast, error)
 	BroadcastCounts(ctx context.Context, id string) (BroadcastCounts, error)
+}
+
+// OneTimeKey is one uploaded one-time or fallback key.
+type OneTimeKey struct {
+	KeyID     string // algorithm:id, e.g. signed_curve25519:AAAAHg
+	Algorithm string
+	JSON      []byte
+}
+
+// Keys are the end-to-end encryption keys clients publish (the server only
+// stores and hands them out) and the log of device list changes.
+type Keys interface {
+	PutDeviceKeys(ctx context.Context, userID, deviceID string, keyJSON []byte) error
+	// DeviceKeys returns the device keys of the users, by user and device;
+	// a user with deviceIDs listed gets only those.
+	DeviceKeys(ctx context.Context, want map[string][]string) (map[string]map[string][]byte, error)
+	// PutOneTimeKeys stores keys; a key ID already stored is kept as it was.
+	PutOneTimeKeys(ctx context.Context, userID, deviceID string, keys []OneTimeKey) error
+	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error)
+	// ClaimKey takes one one-time key of the algorithm (deleting it) or,
+	// when none is left, returns the device's fallback key (marking it
+	// used). ErrNotFound when the device has neither.
+	ClaimKey(ctx context.Context, userID, deviceID, algorithm string) (OneTimeKey, error)
+	// PutFallbackKeys replaces the device's fallback key of each algorithm.
+	PutFallbackKeys(ctx context.Context, userID, deviceID string, keys []OneTimeKey) error
+	UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error)
+
+	PutCrossSigningKey(ctx context.Context, userID, keyType string, keyJSON []byte) error
+	// CrossSigningKeys returns the users' keys by user and type.
+	CrossSigningKeys(ctx context.Context, userIDs []string) (map[string]map[string][]byte, error)
+
+	AddDeviceListChange(ctx context.Context, userID string, pos int64) error
+	// DeviceListChanges lists the users whose devices changed in (from, to].
+	DeviceListChanges(ctx context.Context, from, to int64) ([]string, error)
 }

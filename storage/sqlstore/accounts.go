@@ -91,8 +91,12 @@ func (db *DB) DeactivateUser(ctx context.Context, userID string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return storage.ErrNotFound
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1`, userID)
-		return err
+		for _, table := range []string{"devices", "device_keys", "one_time_keys", "fallback_keys", "cross_signing_keys"} {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE user_id = $1`, userID); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -184,15 +188,27 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		for rows.Next() {
 			var id string
 			if err := rows.Scan(&id); err != nil {
+				rows.Close()
 				return err
 			}
 			deleted = append(deleted, id)
 		}
-		return rows.Err()
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// A device's encryption keys go with it.
+		for _, id := range deleted {
+			for _, table := range []string{"device_keys", "one_time_keys", "fallback_keys"} {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE user_id = $1 AND device_id = $2`, userID, id); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 	return deleted, err
 }
