@@ -435,22 +435,26 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 // handleLogout serves POST /_matrix/client/v3/logout: deletes this device.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
-	if _, err := s.store.DeleteDevices(r.Context(), dev.UserID, []string{dev.DeviceID}, ""); err != nil {
+	deleted, err := s.store.DeleteDevices(r.Context(), dev.UserID, []string{dev.DeviceID}, "")
+	if err != nil {
 		writeError(w, err)
 		return
 	}
 	s.forgetTokens(dev.tokenHash)
+	s.devicesRemoved(r.Context(), dev.UserID, deleted)
 	writeJSON(w, 200, map[string]any{})
 }
 
 // handleLogoutAll serves POST /_matrix/client/v3/logout/all.
 func (s *Server) handleLogoutAll(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
-	if _, err := s.store.DeleteDevices(r.Context(), dev.UserID, nil, ""); err != nil {
+	deleted, err := s.store.DeleteDevices(r.Context(), dev.UserID, nil, "")
+	if err != nil {
 		writeError(w, err)
 		return
 	}
 	s.forgetUserTokens(dev.UserID)
+	s.devicesRemoved(r.Context(), dev.UserID, deleted)
 	writeJSON(w, 200, map[string]any{})
 }
 
@@ -477,8 +481,10 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request) {
 	}
 	var err error
 	if req.LogoutDevices == nil || *req.LogoutDevices {
-		_, err = ChangePassword(r.Context(), s.store, dev.UserID, req.NewPassword, s.cfg.Registration.BcryptCost, dev.DeviceID)
+		var deleted []string
+		deleted, err = ChangePassword(r.Context(), s.store, dev.UserID, req.NewPassword, s.cfg.Registration.BcryptCost, dev.DeviceID)
 		s.forgetUserTokens(dev.UserID)
+		s.devicesRemoved(r.Context(), dev.UserID, deleted)
 	} else {
 		err = SetPassword(r.Context(), s.store, dev.UserID, req.NewPassword, s.cfg.Registration.BcryptCost)
 	}
@@ -508,11 +514,13 @@ func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	devices, _ := s.store.ListDevices(r.Context(), dev.UserID)
 	if err := s.store.DeactivateUser(r.Context(), dev.UserID); err != nil {
 		writeError(w, err)
 		return
 	}
 	s.forgetUserTokens(dev.UserID)
+	s.devicesRemoved(r.Context(), dev.UserID, deviceIDs(devices))
 	writeJSON(w, 200, map[string]string{"id_server_unbind_result": "no-support"})
 }
 
@@ -570,6 +578,10 @@ func (s *Server) handlePutDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.DisplayName != nil {
 		if err := s.store.SetDeviceName(r.Context(), dev.UserID, id, *req.DisplayName); err != nil {
+			writeError(w, err)
+			return
+		}
+		if err := s.deviceListChanged(r.Context(), dev.UserID); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -632,6 +644,7 @@ func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request, ids []str
 	for _, id := range deleted {
 		s.forgetTokens(hashes[id])
 	}
+	s.devicesRemoved(r.Context(), dev.UserID, deleted)
 	writeJSON(w, 200, map[string]any{})
 }
 
@@ -648,4 +661,12 @@ func rawObject(b json.RawMessage) bool {
 		}
 	}
 	return false
+}
+
+func deviceIDs(list []storage.Device) []string {
+	out := make([]string, len(list))
+	for i, d := range list {
+		out[i] = d.DeviceID
+	}
+	return out
 }

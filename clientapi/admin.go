@@ -302,11 +302,13 @@ func (s *Server) adminDeactivate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	devices, _ := s.store.ListDevices(r.Context(), u.UserID)
 	if err := s.store.DeactivateUser(r.Context(), u.UserID); err != nil {
 		writeError(w, err)
 		return
 	}
 	s.forgetUserTokens(u.UserID)
+	s.devicesRemoved(r.Context(), u.UserID, deviceIDs(devices))
 	s.done(w, r, "user.deactivate", u.UserID, map[string]any{"reason": req.Reason}, map[string]any{})
 }
 
@@ -333,6 +335,7 @@ func (s *Server) adminResetPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.forgetUserTokens(u.UserID)
+	s.devicesRemoved(r.Context(), u.UserID, out)
 	s.done(w, r, "user.password_reset", u.UserID, map[string]any{"devices_logged_out": len(out)}, map[string]any{"devices_logged_out": out})
 }
 
@@ -428,11 +431,15 @@ func (s *Server) adminRevokeDevice(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if _, err := s.store.DeleteDevices(r.Context(), u.UserID, []string{deviceID}, ""); err != nil {
+	deleted, err := s.store.DeleteDevices(r.Context(), u.UserID, []string{deviceID}, "")
+	if err != nil {
 		writeError(w, err)
 		return
 	}
 	s.forgetTokens(d.TokenHash)
+	// Its encryption keys went with it; the user's other devices and
+	// contacts learn that the device is gone.
+	s.devicesRemoved(r.Context(), u.UserID, deleted)
 	s.done(w, r, "device.revoke", u.UserID, map[string]any{"device_id": deviceID, "class": d.Class, "last_seen_ip": d.LastSeenIP}, map[string]any{})
 }
 

@@ -15,6 +15,7 @@ type latest struct {
 	accountData map[string]int64 // user → newest position
 	toDevice    map[string]int64 // "user|device" → newest position
 	deleted     map[string]int64 // "user|device" → deleted up to
+	deviceList  int64            // newest device list change, anyone's
 }
 
 func newLatest(boot int64) *latest {
@@ -62,4 +63,18 @@ func (l *latest) markDeleted(dev string, pos int64) {
 	l.mu.Lock()
 	l.deleted[dev] = max(l.deleted[dev], pos)
 	l.mu.Unlock()
+}
+
+func (l *latest) putDeviceList(pos int64) {
+	l.mu.Lock()
+	l.deviceList = max(l.deviceList, pos)
+	l.mu.Unlock()
+}
+
+// deviceListAfter reports whether any device list may have changed after
+// pos.
+func (l *latest) deviceListAfter(pos int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(l.boot, l.deviceList) > pos
 }

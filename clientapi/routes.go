@@ -79,6 +79,14 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "POST", "/rooms/{roomId}/read_markers", auth, s.handleReadMarkers)
 	s.handle(r, "PUT", "/sendToDevice/{eventType}/{txnId}", auth, s.handleSendToDevice)
 
+	// End-to-end encryption keys.
+	s.handle(r, "POST", "/keys/upload", auth, s.handleKeysUpload)
+	s.handle(r, "POST", "/keys/query", auth, s.handleKeysQuery)
+	s.handle(r, "POST", "/keys/claim", auth, s.handleKeysClaim)
+	s.handle(r, "GET", "/keys/changes", auth, s.handleKeysChanges)
+	s.handle(r, "POST", "/keys/device_signing/upload", auth, s.handleDeviceSigningUpload)
+	s.handle(r, "POST", "/keys/signatures/upload", auth, s.handleSignaturesUpload)
+
 	// Profiles.
 	s.handle(r, "GET", "/profile/{userId}", open, s.handleGetProfile)
 	s.handle(r, "GET", "/profile/{userId}/{field}", open, s.handleGetProfile)

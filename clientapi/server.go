@@ -50,6 +50,7 @@ type Server struct {
 	toDeviceTxns recentTxns
 	receipts     receiptCache
 	latest       *latest
+	keyCounts    keyCounts
 
 	tokMu  sync.RWMutex
 	tokens map[string]*Device // by token hash

@@ -91,13 +91,19 @@ type syncRequest struct {
 
 // Response shapes (sync.yaml).
 type syncResponse struct {
-	NextBatch   string          `json:"next_batch"`
-	Rooms       syncRooms       `json:"rooms"`
-	AccountData eventList       `json:"account_data"`
-	Presence    eventList       `json:"presence"`
-	ToDevice    eventList       `json:"to_device"`
-	DeviceLists *map[string]any `json:"device_lists,omitempty"`
-	OTKCount    map[string]int  `json:"device_one_time_keys_count"`
+	NextBatch   string         `json:"next_batch"`
+	Rooms       syncRooms      `json:"rooms"`
+	AccountData eventList      `json:"account_data"`
+	Presence    eventList      `json:"presence"`
+	ToDevice    eventList      `json:"to_device"`
+	DeviceLists *deviceLists   `json:"device_lists,omitempty"`
+	OTKCount    map[string]int `json:"device_one_time_keys_count"`
+	Fallback    []string       `json:"device_unused_fallback_key_types"`
+}
+
+type deviceLists struct {
+	Changed []string `json:"changed"`
+	Left    []string `json:"left"`
 }
 
 type eventList struct {
@@ -264,6 +270,22 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 			empty = false
 		}
 	}
+	// Encryption: whose devices changed, and this device's key counts.
+	if req.since != nil {
+		changed, err := s.visibleDeviceChanges(ctx, dev.UserID, from.pos, cur)
+		if err != nil {
+			return nil, false, err
+		}
+		if len(changed) > 0 {
+			resp.DeviceLists = &deviceLists{Changed: changed, Left: []string{}}
+			empty = false
+		}
+	}
+	counts, err := s.deviceKeyCounts(ctx, dev.UserID, dev.DeviceID)
+	if err != nil {
+		return nil, false, err
+	}
+	resp.OTKCount, resp.Fallback = counts.otk, counts.fallback
 	resp.NextBatch = syncToken{pos: cur, typing: typingNow}.String()
 	body, err := json.Marshal(resp)
 	return body, empty, err

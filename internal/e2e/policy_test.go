@@ -450,6 +450,33 @@ func TestLostPhone(t *testing.T) {
 		pw := "secret-kato"
 		phone := c.phoneLogin(kato.UserID, pw)
 
+		// The phone published its encryption keys; the office PC syncs.
+		upload := map[string]any{"device_keys": map[string]any{
+			"user_id": phone.UserID, "device_id": phone.DeviceID,
+			"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+			"keys":       map[string]string{"curve25519:" + string(phone.DeviceID): "phonecurve", "ed25519:" + string(phone.DeviceID): "phoneed"},
+		}, "one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": map[string]any{"key": "otk1"}}}
+		if code, me := do(t, c.phone, "POST", c.base()+"/_matrix/client/v3/keys/upload", phone.AccessToken, upload, nil); code != 200 {
+			t.Fatalf("phone keys/upload: %d %+v", code, me)
+		}
+		queryKeys := func() map[string]any {
+			var out struct {
+				DeviceKeys map[string]map[string]any `json:"device_keys"`
+			}
+			if code, me := do(t, http.DefaultClient, "POST", c.base()+"/_matrix/client/v3/keys/query", kato.AccessToken,
+				map[string]any{"device_keys": map[string]any{string(kato.UserID): []string{}}}, &out); code != 200 {
+				t.Fatalf("keys/query: %d %+v", code, me)
+			}
+			return out.DeviceKeys[string(kato.UserID)]
+		}
+		if keys := queryKeys(); keys[string(phone.DeviceID)] == nil {
+			t.Fatalf("the phone's keys are not published: %v", keys)
+		}
+		officeSync, err := kato.SyncRequest(ctxT(t), 0, "", "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+
 		// The phone is lost: the admin revokes it; its next request fails.
 		c.admin("DELETE", fmt.Sprintf("/users/%s/devices/%s", kato.UserID, phone.DeviceID), nil, nil, 200)
 		code, me := do(t, c.phone, "GET", c.base()+"/_matrix/client/v3/account/whoami", phone.AccessToken, nil, nil)
@@ -459,6 +486,18 @@ func TestLostPhone(t *testing.T) {
 		if _, err := kato.Whoami(ctxT(t)); err != nil {
 			t.Fatalf("the office PC was logged out too: %v", err)
 		}
+		// Its encryption keys are gone, and the user's other device is told.
+		if keys := queryKeys(); keys[string(phone.DeviceID)] != nil {
+			t.Fatalf("the revoked phone's keys are still published: %v", keys)
+		}
+		waitFor(t, kato, officeSync.NextBatch, func(r *mautrix.RespSync) bool {
+			for _, u := range r.DeviceLists.Changed {
+				if u == kato.UserID {
+					return true
+				}
+			}
+			return false
+		})
 		c.admin("DELETE", fmt.Sprintf("/users/%s/devices/%s", kato.UserID, phone.DeviceID), nil, nil, 404)
 
 		// Suspension: every token fails at once, login is refused; reversible.
