@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"os"
+	_ "time/tzdata" // working hours need Asia/Tokyo even where the OS has no zoneinfo
 )
 
 const usage = `machi — a Matrix homeserver for local-government staff
