@@ -47,6 +47,9 @@ func (s *Server) routes(r *mux.Router) {
 	for _, p := range []string{"/pushrules/", "/pushrules", "/pushrules/{scope}/", "/pushrules/{scope}", "/pushrules/{scope}/{kind}/{ruleId}", "/pushrules/{scope}/{kind}/{ruleId}/{attr}"} {
 		s.handle(r, "GET", p, auth, s.handlePushRules)
 	}
+	s.handle(r, "PUT", "/pushrules/{scope}/{kind}/{ruleId}", auth, s.handlePutPushRule)
+	s.handle(r, "DELETE", "/pushrules/{scope}/{kind}/{ruleId}", auth, s.handleDeletePushRule)
+	s.handle(r, "PUT", "/pushrules/{scope}/{kind}/{ruleId}/{attr}", auth, s.handlePutPushRuleAttr)
 	s.handle(r, "PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", auth, s.handleSend)
 	s.handle(r, "GET", "/rooms/{roomId}/state", auth, s.handleState)
 	s.handle(r, "GET", "/rooms/{roomId}/state/{eventType}", auth, s.handleGetState)
