@@ -877,6 +877,12 @@ func (s *Server) adminAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		aq.Limit = n
 	}
+	// Denials are written in the background; show every one made so far.
+	fctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	if err := s.audit.Flush(fctx); err != nil {
+		s.log.Warn("audit log: queued denials not yet written", "err", err)
+	}
+	cancel()
 	entries, err := s.store.QueryAudit(r.Context(), aq)
 	if err != nil {
 		writeError(w, err)

@@ -23,13 +23,19 @@ type AuditLog struct {
 	store storage.Policy
 	log   *slog.Logger
 	now   func() time.Time
-	queue chan storage.AuditEntry
+	queue chan auditItem
 	wg    sync.WaitGroup
+}
+
+// auditItem is a queued entry, or a flush marker (done set).
+type auditItem struct {
+	entry storage.AuditEntry
+	done  chan struct{}
 }
 
 // NewAuditLog starts the audit log writer.
 func NewAuditLog(store storage.Policy, now func() time.Time, log *slog.Logger) *AuditLog {
-	a := &AuditLog{store: store, log: log, now: now, queue: make(chan storage.AuditEntry, 4096)}
+	a := &AuditLog{store: store, log: log, now: now, queue: make(chan auditItem, 4096)}
 	a.wg.Add(1)
 	go a.run()
 	return a
@@ -37,10 +43,32 @@ func NewAuditLog(store storage.Policy, now func() time.Time, log *slog.Logger) *
 
 func (a *AuditLog) run() {
 	defer a.wg.Done()
-	for e := range a.queue {
+	for it := range a.queue {
+		if it.done != nil {
+			close(it.done)
+			continue
+		}
+		e := it.entry
 		if err := a.store.AppendAudit(context.Background(), e); err != nil {
 			a.log.Error("audit log write failed", "action", e.Action, "actor", e.Actor, "err", err)
 		}
+	}
+}
+
+// Flush waits until every denial queued before it is written, so that a
+// query of the log sees them.
+func (a *AuditLog) Flush(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case a.queue <- auditItem{done: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -57,7 +85,7 @@ func (a *AuditLog) Denied(_ context.Context, s policy.Subject, d *policy.Denial)
 		Rule: d.RuleID, Target: s.Target, Detail: string(detail)}
 	a.log.Info("policy denied", "rule", d.RuleID, "user", s.UserID, "device", s.DeviceID, "what", s.What, "target", s.Target)
 	select {
-	case a.queue <- e:
+	case a.queue <- auditItem{entry: e}:
 	default:
 		a.log.Error("audit queue full: denial not recorded", "rule", d.RuleID, "user", s.UserID)
 	}
