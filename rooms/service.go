@@ -62,15 +62,17 @@ type Config struct {
 
 // Service owns the rooms.
 type Service struct {
-	cfg      Config
-	store    storage.Store
-	policy   Policy
-	stream   *Stream
-	writer   *writer
-	notifier *Notifier
-	members  *memberIndex
-	snaps    *snapCache
-	groupSeq atomic.Int64
+	cfg    Config
+	store  storage.Store
+	policy Policy
+	// committed are told of every committed event (push notifications).
+	committed []func(*Event, []string)
+	stream    *Stream
+	writer    *writer
+	notifier  *Notifier
+	members   *memberIndex
+	snaps     *snapCache
+	groupSeq  atomic.Int64
 
 	mu    sync.Mutex
 	rooms map[string]*room
@@ -397,11 +399,28 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 		}
 	}
 	s.stream.Complete(positions...)
+	for _, p := range batch {
+		if p.err != nil {
+			continue
+		}
+		for _, ev := range p.evs {
+			for _, fn := range s.committed {
+				fn(ev, p.joined)
+			}
+		}
+	}
 	users := make([]string, 0, len(wake))
 	for u := range wake {
 		users = append(users, u)
 	}
 	s.notifier.Wake(users...)
+}
+
+// OnCommit registers fn to be told of every committed event with the local
+// users joined to its room. It runs on the writer's goroutine: fn must not
+// block (queue the work). Register before the service is used.
+func (s *Service) OnCommit(fn func(ev *Event, joined []string)) {
+	s.committed = append(s.committed, fn)
 }
 
 // UserRooms lists the user's memberships (the user must be local).

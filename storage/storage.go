@@ -27,6 +27,7 @@ type Store interface {
 	Media
 	Policy
 	Keys
+	Pushers
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MaxStateGroup is the highest state group ID persisted.
@@ -424,4 +425,32 @@ type Keys interface {
 	AddDeviceListChange(ctx context.Context, userID string, pos int64) error
 	// DeviceListChanges lists the users whose devices changed in (from, to].
 	DeviceListChanges(ctx context.Context, from, to int64) ([]string, error)
+}
+
+// Pusher is where a user's push notifications go.
+type Pusher struct {
+	UserID            string
+	DeviceID          string // the device that registered it
+	AppID             string
+	PushKey           string
+	Kind              string // "http"
+	AppDisplayName    string
+	DeviceDisplayName string
+	ProfileTag        string
+	Lang              string
+	Data              []byte // JSON object; for http, "url" is the gateway
+	CreatedTS         int64
+}
+
+// Pushers are the users' pushers. A device's pushers go with the device.
+type Pushers interface {
+	// PutPusher creates or replaces the user's pusher (app ID, push key);
+	// unless appendOthers, it first removes other users' pushers with the
+	// same app ID and push key.
+	PutPusher(ctx context.Context, p Pusher, appendOthers bool) error
+	DeletePusher(ctx context.Context, userID, appID, pushKey string) error
+	// DeletePushKey removes every user's pusher with the app ID and key
+	// (the gateway rejected it).
+	DeletePushKey(ctx context.Context, appID, pushKey string) error
+	UserPushers(ctx context.Context, userID string) ([]Pusher, error)
 }

@@ -91,7 +91,7 @@ func (db *DB) DeactivateUser(ctx context.Context, userID string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return storage.ErrNotFound
 		}
-		for _, table := range []string{"devices", "device_keys", "one_time_keys", "fallback_keys", "cross_signing_keys"} {
+		for _, table := range []string{"devices", "device_keys", "one_time_keys", "fallback_keys", "cross_signing_keys", "pushers"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE user_id = $1`, userID); err != nil {
 				return err
 			}
@@ -202,7 +202,7 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 		}
 		// A device's encryption keys go with it.
 		for _, id := range deleted {
-			for _, table := range []string{"device_keys", "one_time_keys", "fallback_keys"} {
+			for _, table := range []string{"device_keys", "one_time_keys", "fallback_keys", "pushers"} {
 				if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE user_id = $1 AND device_id = $2`, userID, id); err != nil {
 					return err
 				}
