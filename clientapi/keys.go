@@ -122,6 +122,7 @@ func (s *Server) devicesRemoved(ctx context.Context, userID string, deleted []st
 	for _, d := range deleted {
 		s.keyCounts.forget(userID + "|" + d)
 	}
+	s.push.forget(userID) // a device's pushers went with it
 	if err := s.deviceListChanged(ctx, userID); err != nil {
 		s.log.Error("record device list change", "user", userID, "err", err)
 	}

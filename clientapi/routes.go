@@ -47,6 +47,8 @@ func (s *Server) routes(r *mux.Router) {
 	for _, p := range []string{"/pushrules/", "/pushrules", "/pushrules/{scope}/", "/pushrules/{scope}", "/pushrules/{scope}/{kind}/{ruleId}", "/pushrules/{scope}/{kind}/{ruleId}/{attr}"} {
 		s.handle(r, "GET", p, auth, s.handlePushRules)
 	}
+	s.handle(r, "GET", "/pushers", auth, s.handleGetPushers)
+	s.handle(r, "POST", "/pushers/set", auth, s.handleSetPusher)
 	s.handle(r, "PUT", "/pushrules/{scope}/{kind}/{ruleId}", auth, s.handlePutPushRule)
 	s.handle(r, "DELETE", "/pushrules/{scope}/{kind}/{ruleId}", auth, s.handleDeletePushRule)
 	s.handle(r, "PUT", "/pushrules/{scope}/{kind}/{ruleId}/{attr}", auth, s.handlePutPushRuleAttr)

@@ -46,6 +46,7 @@ type Server struct {
 	enroll      enrollment
 	loginTokens loginTokens
 	notices     *notices
+	push        *pusher
 
 	toDeviceTxns recentTxns
 	receipts     receiptCache
@@ -112,6 +113,8 @@ func New(cfg *config.Config, d Deps) *Server {
 		stopped: make(chan struct{}),
 	}
 	s.notices = newNotices(s)
+	s.push = newPusher(s)
+	d.Rooms.OnCommit(s.push.committed)
 	go s.writeTouches()
 	return s
 }
@@ -120,6 +123,7 @@ func New(cfg *config.Config, d Deps) *Server {
 func (s *Server) Close() {
 	close(s.touches)
 	<-s.stopped
+	s.push.close()
 }
 
 // writeTouches records devices' last-seen time and address.
