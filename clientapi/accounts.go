@@ -55,7 +55,9 @@ func (s *Server) userID(name string) (string, error) {
 	return id, nil
 }
 
-// CreateUser creates an account; for registration and the admin CLI.
+// CreateUser creates an account; for registration and the admin CLI. Its
+// display name starts as the localpart, as clients expect of a new account
+// (member lists and joined_members show a name, not a bare ID).
 func CreateUser(ctx context.Context, store storage.Accounts, userID, password string, admin bool, cost int) error {
 	hash := ""
 	if password != "" {
@@ -65,7 +67,9 @@ func CreateUser(ctx context.Context, store storage.Accounts, userID, password st
 		}
 		hash = string(h)
 	}
-	return store.CreateUser(ctx, storage.User{UserID: userID, PasswordHash: hash, IsAdmin: admin, CreatedTS: time.Now().UnixMilli()})
+	localpart, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	return store.CreateUser(ctx, storage.User{UserID: userID, PasswordHash: hash, IsAdmin: admin, DisplayName: localpart,
+		CreatedTS: time.Now().UnixMilli()})
 }
 
 // SetPassword sets a user's password; for the admin CLI and /account/password.

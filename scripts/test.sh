@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test, on a fresh Debian machine too: installs PostgreSQL, the
-# JavaScript test client and headless Chromium if missing, runs a throwaway PostgreSQL cluster on a
+# JavaScript test client, matrix-nio and headless Chromium if missing, runs a throwaway PostgreSQL cluster on a
 # free loopback port, then go vet and go test on SQLite and PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,15 @@ if [ -f "$js/package-lock.json" ]; then
   fi
   export MACHI_REQUIRE_JS=1
 fi
+
+# matrix-nio for the Python end-to-end test, from Debian's packages, for
+# Debian's own python3.
+if ! /usr/bin/python3 -c "import nio" >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-matrix-nio >&2
+fi
+export MACHI_REQUIRE_NIO=1
 
 # Headless Chromium for the sign-in page test.
 if ! command -v chromium >/dev/null 2>&1; then
