@@ -146,8 +146,9 @@ func (s *Server) handleKeysUpload(w http.ResponseWriter, r *http.Request) {
 		var dk struct {
 			UserID     string            `json:"user_id"`
 			DeviceID   string            `json:"device_id"`
-			Algorithms []string          `json:"algorithms"`
-			Keys       map[string]string `json:"keys"`
+			Algorithms []string                     `json:"algorithms"`
+			Keys       map[string]string            `json:"keys"`
+			Signatures map[string]map[string]string `json:"signatures"`
 		}
 		if err := json.Unmarshal(req.DeviceKeys, &dk); err != nil || !rawObject(req.DeviceKeys) {
 			writeError(w, errBadJSON("device_keys must be an object with user_id, device_id, algorithms and keys"))
@@ -157,8 +158,8 @@ func (s *Server) handleKeysUpload(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errInvalidParam("device_keys are for %s %s, not this device", dk.UserID, dk.DeviceID))
 			return
 		}
-		if len(dk.Keys) == 0 || len(dk.Algorithms) == 0 {
-			writeError(w, errMissingParam("device_keys needs algorithms and keys"))
+		if len(dk.Keys) == 0 || len(dk.Algorithms) == 0 || len(dk.Signatures) == 0 {
+			writeError(w, errMissingParam("device_keys needs algorithms, keys and signatures"))
 			return
 		}
 		old, err := s.store.DeviceKeys(ctx, map[string][]string{dev.UserID: {dev.DeviceID}})
@@ -220,13 +221,28 @@ func parseKeyMap(m map[string]json.RawMessage) ([]storage.OneTimeKey, error) {
 		if !ok || alg == "" || len(id) > 255 {
 			return nil, errInvalidParam("key ID %q must be <algorithm>:<id>", id)
 		}
-		if !json.Valid(raw) || string(raw) == "null" {
-			return nil, errBadJSON("key %q is not valid JSON", id)
+		if !validKey(raw) {
+			return nil, errBadJSON("key %q must be a string, or an object with a key and its signatures", id)
 		}
 		out = append(out, storage.OneTimeKey{KeyID: id, Algorithm: alg, JSON: raw})
 	}
 	slices.SortFunc(out, func(a, b storage.OneTimeKey) int { return strings.Compare(a.KeyID, b.KeyID) })
 	return out, nil
+}
+
+// validKey reports whether raw is a key as the spec shapes one: a bare
+// string (curve25519) or a signed key object. Anything else would reach
+// other users' clients as garbage.
+func validKey(raw json.RawMessage) bool {
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		return str != ""
+	}
+	var k struct {
+		Key        string                       `json:"key"`
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	return rawObject(raw) && json.Unmarshal(raw, &k) == nil && k.Key != "" && len(k.Signatures) > 0
 }
 
 func jsonEqual(a, b []byte) bool {

@@ -40,6 +40,18 @@ type pushRuleset struct {
 	Underride []pushRule `json:"underride"`
 }
 
+// MarshalJSON writes every kind as a list, empty rather than null (the
+// spec's schema, and clients, want arrays).
+func (rs pushRuleset) MarshalJSON() ([]byte, error) {
+	for _, k := range pushKinds {
+		if l := rs.list(k); *l == nil {
+			*l = []pushRule{}
+		}
+	}
+	type plain pushRuleset
+	return json.Marshal(plain(rs))
+}
+
 func match(key, pattern string) pushCondition {
 	return pushCondition{Kind: "event_match", Key: key, Pattern: pattern}
 }

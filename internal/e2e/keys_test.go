@@ -25,6 +25,7 @@ func TestE2EEKeys(t *testing.T) {
 			"keys":       map[string]string{"curve25519:" + string(alice.DeviceID): "c", "ed25519:" + string(alice.DeviceID): "e"},
 			"signatures": map[string]any{string(alice.UserID): map[string]string{"ed25519:" + string(alice.DeviceID): "sig"}},
 		}
+		sig := map[string]any{string(alice.UserID): map[string]string{"ed25519:" + string(alice.DeviceID): "otksig"}}
 		// Bad uploads are refused.
 		for _, tc := range []struct {
 			body    any
@@ -35,6 +36,10 @@ func TestE2EEKeys(t *testing.T) {
 			{map[string]any{"device_keys": "nope"}, "M_BAD_JSON"},
 			{map[string]any{"one_time_keys": map[string]any{"no-algorithm": "k"}}, "M_INVALID_PARAM"},
 			{map[string]any{"one_time_keys": []string{"x"}}, "M_BAD_JSON"},
+			{map[string]any{"one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": map[string]any{"key": "unsigned"}}}, "M_BAD_JSON"},
+			{map[string]any{"one_time_keys": map[string]any{"curve25519:AAAAAQ": 7}}, "M_BAD_JSON"},
+			{map[string]any{"device_keys": map[string]any{"user_id": alice.UserID, "device_id": alice.DeviceID,
+				"algorithms": []string{"m.megolm.v1.aes-sha2"}, "keys": map[string]string{"ed25519:X": "e"}}}, "M_MISSING_PARAM"},
 		} {
 			if code, me := post(alice, "/keys/upload", tc.body, nil); code != 400 || me.Code != tc.errcode {
 				t.Errorf("upload %v: %d %+v, want 400 %s", tc.body, code, me, tc.errcode)
@@ -44,8 +49,8 @@ func TestE2EEKeys(t *testing.T) {
 			Counts map[string]int `json:"one_time_key_counts"`
 		}
 		code, me := post(alice, "/keys/upload", map[string]any{"device_keys": deviceKeys,
-			"one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": map[string]any{"key": "k1"}, "signed_curve25519:AAAAAg": map[string]any{"key": "k2"}},
-			"fallback_keys": map[string]any{"signed_curve25519:AAAAAw": map[string]any{"key": "fb", "fallback": true}},
+			"one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": map[string]any{"key": "k1", "signatures": sig}, "signed_curve25519:AAAAAg": map[string]any{"key": "k2", "signatures": sig}},
+			"fallback_keys": map[string]any{"signed_curve25519:AAAAAw": map[string]any{"key": "fb", "fallback": true, "signatures": sig}},
 		}, &up)
 		if code != 200 || up.Counts["signed_curve25519"] != 2 {
 			t.Fatalf("upload: %d %+v %v", code, me, up.Counts)

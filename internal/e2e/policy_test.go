@@ -75,7 +75,7 @@ func startCity(t *testing.T, engine string, edit ...func(*config.Config)) *city 
 // phoneClient is an HTTP client whose connections come from 127.0.0.2.
 func phoneClient() *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
-	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+	return &http.Client{Timeout: 60 * time.Second, Transport: wrapSpec(&http.Transport{DialContext: d.DialContext})}
 }
 
 // matrixErr is a Matrix error body with machi's policy fields.
@@ -455,7 +455,9 @@ func TestLostPhone(t *testing.T) {
 			"user_id": phone.UserID, "device_id": phone.DeviceID,
 			"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
 			"keys":       map[string]string{"curve25519:" + string(phone.DeviceID): "phonecurve", "ed25519:" + string(phone.DeviceID): "phoneed"},
-		}, "one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": map[string]any{"key": "otk1"}}}
+			"signatures": map[string]any{string(phone.UserID): map[string]string{"ed25519:" + string(phone.DeviceID): "phonesig"}},
+		}, "one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": map[string]any{"key": "otk1",
+			"signatures": map[string]any{string(phone.UserID): map[string]string{"ed25519:" + string(phone.DeviceID): "otksig"}}}}}
 		if code, me := do(t, c.phone, "POST", c.base()+"/_matrix/client/v3/keys/upload", phone.AccessToken, upload, nil); code != 200 {
 			t.Fatalf("phone keys/upload: %d %+v", code, me)
 		}
