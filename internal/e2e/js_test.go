@@ -32,7 +32,7 @@ func TestMatrixJSSDK(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, node, "--test", "chat.test.mjs", "e2ee.test.mjs")
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "MACHI_URL="+baseURL(srv))
+		cmd.Env = append(os.Environ(), "MACHI_URL="+specProxy(t, baseURL(srv)))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("matrix-js-sdk test failed: %v\n%s", err, out)

@@ -31,7 +31,7 @@ func TestMatrixNio(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, debianPython, script)
-		cmd.Env = append(os.Environ(), "MACHI_URL="+baseURL(srv), "PYTHONDONTWRITEBYTECODE=1")
+		cmd.Env = append(os.Environ(), "MACHI_URL="+specProxy(t, baseURL(srv)), "PYTHONDONTWRITEBYTECODE=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("matrix-nio test failed: %v\n%s", err, out)

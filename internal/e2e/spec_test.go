@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -407,4 +410,29 @@ func jsonValue(v any) any {
 	default:
 		return v
 	}
+}
+
+// specProxy puts a reverse proxy that runs the spec check in front of
+// machi, for clients in other processes (matrix-js-sdk, nio); without the
+// spec it returns target itself.
+func specProxy(t *testing.T, target string) string {
+	t.Helper()
+	if specCheck == nil {
+		return target
+	}
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.Transport = &specTransport{next: &http.Transport{}, v: specCheck}
+	proxy.FlushInterval = -1
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
 }
