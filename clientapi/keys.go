@@ -144,8 +144,8 @@ func (s *Server) handleKeysUpload(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
 		var dk struct {
-			UserID     string            `json:"user_id"`
-			DeviceID   string            `json:"device_id"`
+			UserID     string                       `json:"user_id"`
+			DeviceID   string                       `json:"device_id"`
 			Algorithms []string                     `json:"algorithms"`
 			Keys       map[string]string            `json:"keys"`
 			Signatures map[string]map[string]string `json:"signatures"`
