@@ -28,6 +28,7 @@ type Store interface {
 	Policy
 	Keys
 	Pushers
+	ServerKeys
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MaxStateGroup is the highest state group ID persisted.
@@ -453,4 +454,27 @@ type Pushers interface {
 	// (the gateway rejected it).
 	DeletePushKey(ctx context.Context, appID, pushKey string) error
 	UserPushers(ctx context.Context, userID string) ([]Pusher, error)
+}
+
+// ServerKey is another server's signing key.
+type ServerKey struct {
+	ServerName string
+	KeyID      string // e.g. ed25519:a_AbCd
+	PublicKey  []byte
+	// ValidUntilTS is how long the server said the key is good for; an old
+	// key has ExpiredTS instead (when the server stopped using it).
+	ValidUntilTS int64
+	ExpiredTS    int64
+	FetchedTS    int64
+	// Response is the server's signed key response that carried the key.
+	Response []byte
+}
+
+// ServerKeys are the signing keys of other servers, cached.
+type ServerKeys interface {
+	// PutServerKeys stores keys, replacing what was stored for the same
+	// server and key ID.
+	PutServerKeys(ctx context.Context, keys []ServerKey) error
+	// GetServerKeys returns the stored keys of the servers, by server name.
+	GetServerKeys(ctx context.Context, serverNames []string) (map[string][]ServerKey, error)
 }

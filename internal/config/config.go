@@ -34,6 +34,7 @@ type Config struct {
 	RateLimits   RateLimits    `yaml:"rate_limits"`
 	Media        Media         `yaml:"media"`
 	Rooms        Rooms         `yaml:"rooms"`
+	Federation   Federation    `yaml:"federation"`
 	Policy       policy.Config `yaml:"policy"`
 	Log          Log           `yaml:"log"`
 }
@@ -103,6 +104,28 @@ type Rooms struct {
 	DefaultVersion string `yaml:"default_version"`
 }
 
+// Federation configures the server-server API. Which servers machi
+// federates with is the policy's allow-list (policy.federation).
+type Federation struct {
+	// Listen is the federation listener (HTTPS, host:port); empty: machi
+	// neither serves nor sends federation traffic.
+	Listen string `yaml:"listen"`
+	// TLSCert and TLSKey are the PEM certificate chain and key the
+	// listener presents; the certificate must name server_name.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// CABundle is a PEM file of extra certificate authorities trusted for
+	// other servers (a private CA on a closed network), besides the system's.
+	CABundle string `yaml:"ca_bundle"`
+	// Peers maps server names to host:port, for networks without public
+	// DNS: a server listed here is reached there, with TLS checked against
+	// its server name.
+	Peers map[string]string `yaml:"peers"`
+	// Discovery finds servers not in Peers by .well-known/matrix/server and
+	// SRV records, as the spec describes.
+	Discovery bool `yaml:"discovery"`
+}
+
 // Log configures structured logging.
 type Log struct {
 	// Level is debug, info, warn or error.
@@ -122,6 +145,7 @@ func Default() Config {
 		RateLimits:     RateLimits{Enabled: true, PerSecond: 10, Burst: 50},
 		Media:          Media{Path: "media", MaxUploadBytes: 50 << 20},
 		Rooms:          Rooms{DefaultVersion: "10"},
+		Federation:     Federation{Peers: map[string]string{}, Discovery: true},
 		Policy:         policy.DefaultConfig(),
 		Log:            Log{Level: "info", Format: "text"},
 	}
@@ -207,6 +231,7 @@ func (c *Config) Validate() error {
 	if !contains(SupportedRoomVersions, c.Rooms.DefaultVersion) {
 		bad("rooms.default_version %q must be one of %s", c.Rooms.DefaultVersion, strings.Join(SupportedRoomVersions, ", "))
 	}
+	c.validateFederation(bad)
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -221,6 +246,29 @@ func (c *Config) Validate() error {
 		bad("log.format %q must be text or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateFederation(bad func(string, ...any)) {
+	f := c.Federation
+	if f.Listen == "" {
+		return
+	}
+	if _, _, err := net.SplitHostPort(f.Listen); err != nil {
+		bad("federation.listen %q: %v", f.Listen, err)
+	} else if f.Listen == c.Listen.Client || f.Listen == c.Listen.Metrics {
+		bad("federation.listen must differ from the other listeners")
+	}
+	if f.TLSCert == "" || f.TLSKey == "" {
+		bad("federation.tls_cert and federation.tls_key must be set when federation.listen is (federation is HTTPS only)")
+	}
+	for name, addr := range f.Peers {
+		if name == "" || strings.ContainsAny(name, " /@!#$") {
+			bad("federation.peers: %q is not a server name", name)
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad("federation.peers[%s] %q must be host:port", name, addr)
+		}
+	}
 }
 
 // Path resolves p against the data folder.
@@ -368,6 +416,21 @@ policy:
     # Server names this server federates with (neighbouring cities, the
     # prefecture). Empty: no federation.
     allowed_servers: []
+
+federation:
+  # The federation listener (HTTPS); "" turns federation off. Which servers
+  # may federate is policy.federation.allowed_servers.
+  listen: ""
+  # The certificate (PEM chain, naming server_name) and key it presents.
+  tls_cert: ""
+  tls_key: ""
+  # Extra CAs (PEM) trusted for other servers, e.g. the city's private CA.
+  ca_bundle: ""
+  # Where to reach servers on a closed network without public DNS,
+  # e.g. {city-b.lg.jp: "10.1.2.3:8448"}.
+  peers: {}
+  # Look other servers up by .well-known/matrix/server and SRV records.
+  discovery: true
 
 log:
   level: info   # debug, info, warn, error
