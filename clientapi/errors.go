@@ -81,9 +81,14 @@ func toMatrixError(err error) *Error {
 	var denial *policy.Denial
 	var forbidden *rooms.Forbidden
 	var tooLarge *http.MaxBytesError
+	var remote interface {
+		RemoteAnswer() (status int, code, msg string)
+	}
 	switch {
 	case errors.As(err, &me):
 		return me
+	case errors.As(err, &remote):
+		return remoteError(remote.RemoteAnswer())
 	case errors.As(err, &denial):
 		return denialError(denial)
 	case errors.As(err, &forbidden):
@@ -103,19 +108,32 @@ func toMatrixError(err error) *Error {
 	}
 }
 
+// remoteError is another server's answer (or its silence) as the client's
+// error: what it refused or lacks is passed on; anything else is a bad
+// gateway, since the fault is not this server's nor the client's.
+func remoteError(status int, code, msg string) *Error {
+	switch {
+	case status == http.StatusNotFound || status == http.StatusForbidden:
+		if code == "" {
+			code = map[int]string{http.StatusNotFound: "M_NOT_FOUND", http.StatusForbidden: "M_FORBIDDEN"}[status]
+		}
+		return newErr(status, code, "the other server answered: %s", msg)
+	case status == 0:
+		return newErr(http.StatusBadGateway, "M_UNKNOWN", "the other server could not be reached: %s", msg)
+	default:
+		return newErr(http.StatusBadGateway, "M_UNKNOWN", "the other server answered %d: %s", status, msg)
+	}
+}
+
 // denialError is a policy denial as a Matrix error: M_FORBIDDEN unless a
 // better code fits, always with the rule ID and both messages.
 func denialError(d *policy.Denial) *Error {
-	e := &Error{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Msg: d.Error(),
-		Extra: map[string]any{"org.machi.rule": d.RuleID, "org.machi.message_ja": d.JA, "org.machi.message_en": d.EN}}
+	e := &Error{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Msg: d.Error(), Extra: d.Fields()}
 	switch d.RuleID {
 	case policy.RuleUploadSize:
 		e.Status, e.Code = http.StatusRequestEntityTooLarge, "M_TOO_LARGE"
 	case policy.RuleDeviceCodeTries:
 		e.Status, e.Code = http.StatusTooManyRequests, "M_LIMIT_EXCEEDED"
-	}
-	if !d.NextOpen.IsZero() {
-		e.Extra["org.machi.next_open_ts"] = d.NextOpen.UnixMilli()
 	}
 	if d.RetryAfter > 0 {
 		e.Extra["retry_after_ms"] = d.RetryAfter.Milliseconds()

@@ -10,6 +10,10 @@ import (
 // handleGetProfile serves GET /profile/{userId} and /profile/{userId}/{field}.
 func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
 	v := vars(r)
+	if !s.isLocal(v["userId"]) {
+		s.remoteProfile(w, r, v["userId"], v["field"])
+		return
+	}
 	u, err := s.store.GetUser(r.Context(), v["userId"])
 	if err != nil || u.Deactivated {
 		if err != nil && !isNotFound(err) {
@@ -37,6 +41,40 @@ func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, map[string]string{field: val})
+}
+
+// remoteProfile answers a profile request for another server's user by
+// asking that server.
+func (s *Server) remoteProfile(w http.ResponseWriter, r *http.Request, userID, field string) {
+	if _, err := spec.NewUserID(userID, true); err != nil {
+		writeError(w, errInvalidParam("%q is not a user ID", userID))
+		return
+	}
+	if field != "" && field != "displayname" && field != "avatar_url" {
+		writeError(w, errNotFound("%s has no %s", userID, field))
+		return
+	}
+	if s.remote == nil {
+		writeError(w, errNotFound("no profile for %s: this server does not federate", userID))
+		return
+	}
+	name, avatar, err := s.remote.Profile(r.Context(), userID, field)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	profile := map[string]string{}
+	if name != "" && field != "avatar_url" {
+		profile["displayname"] = name
+	}
+	if avatar != "" && field != "displayname" {
+		profile["avatar_url"] = avatar
+	}
+	if field != "" && profile[field] == "" {
+		writeError(w, errNotFound("%s has no %s", userID, field))
+		return
+	}
+	writeJSON(w, 200, profile)
 }
 
 // handlePutProfile serves PUT /profile/{userId}/{field} for displayname and

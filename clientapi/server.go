@@ -41,6 +41,7 @@ type Server struct {
 	media   *media.Repo
 	policy  *policy.Engine
 	audit   *AuditLog
+	remote  Remote
 	nonces  nonces
 
 	enroll      enrollment
@@ -85,6 +86,13 @@ func (d *Device) actor() policy.Actor {
 	return policy.Actor{Origin: policy.OriginClient, DeviceID: d.DeviceID, Class: d.Class}
 }
 
+// Remote is what the client API asks other servers (package federation);
+// nil when federation is off.
+type Remote interface {
+	// Profile is a remote user's profile (field "" for all of it).
+	Profile(ctx context.Context, userID, field string) (displayName, avatarURL string, err error)
+}
+
 // Deps are the services the client API runs on.
 type Deps struct {
 	Store  storage.Store
@@ -93,6 +101,7 @@ type Deps struct {
 	Policy *policy.Engine
 	Audit  *AuditLog
 	Log    *slog.Logger
+	Remote Remote
 }
 
 // New returns the client API over the given services.
@@ -104,6 +113,7 @@ func New(cfg *config.Config, d Deps) *Server {
 		media:   d.Media,
 		policy:  d.Policy,
 		audit:   d.Audit,
+		remote:  d.Remote,
 		log:     d.Log,
 		limiter: newRateLimiter(cfg.RateLimits),
 		typing:  NewTyping(d.Rooms.Notifier()),

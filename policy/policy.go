@@ -88,6 +88,16 @@ func (d *Denial) Error() string {
 	return fmt.Sprintf("%s (%s) [rule %s]", d.EN, d.JA, d.RuleID)
 }
 
+// Fields are the denial's members of a Matrix error body: the rule and
+// both messages (and when the block lifts, for working hours).
+func (d *Denial) Fields() map[string]any {
+	f := map[string]any{"org.machi.rule": d.RuleID, "org.machi.message_ja": d.JA, "org.machi.message_en": d.EN}
+	if !d.NextOpen.IsZero() {
+		f["org.machi.next_open_ts"] = d.NextOpen.UnixMilli()
+	}
+	return f
+}
+
 // Subject is who a denial refused, for the audit log.
 type Subject struct {
 	UserID   string

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/machi-chat/machi/clientapi"
+	"github.com/machi-chat/machi/federation"
 	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/policy"
@@ -46,14 +48,22 @@ type Server struct {
 	API         *clientapi.Server
 	// AdminSocket is the admin socket's path ("" when not listening).
 	AdminSocket string
+	// Federation is the server-server API; nil when federation.listen is "".
+	Federation *federation.Federation
+	// FederationAddr is the federation listener's address.
+	FederationAddr string
 
 	log   *slog.Logger
 	audit *clientapi.AuditLog
 	srv   *http.Server
 	msrv  *http.Server
 	asrv  *http.Server
+	fsrv  *http.Server
 	errc  chan error
 }
+
+// Version is machi's version, as /versions-like endpoints tell it.
+const Version = "0.1.0"
 
 // LoadKey reads the signing key ("ed25519 <id> <base64 seed>", the format
 // Synapse uses), creating it if missing.
@@ -106,7 +116,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Server{log: log, errc: make(chan error, 3)}
+	s := &Server{log: log, errc: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			s.closeParts()
@@ -134,11 +144,20 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, err
 	}
+	var remote clientapi.Remote
+	if cfg.Federation.Listen != "" {
+		s.Federation, err = federation.New(federation.Config{ServerName: spec.ServerName(cfg.ServerName), KeyID: keyID, Key: key,
+			Federation: cfg.Federation, Version: Version, Now: o.now}, cfg.Path(cfg.Federation.CABundle), s.Store, s.Policy, log)
+		if err != nil {
+			return nil, err
+		}
+		remote = remoteProfiles{s.Federation}
+	}
 	repo, err := media.New(cfg.Path(cfg.Media.Path), s.Store, cfg.Media.MaxUploadBytes)
 	if err != nil {
 		return nil, err
 	}
-	s.API = clientapi.New(cfg, clientapi.Deps{Store: s.Store, Rooms: s.Rooms, Media: repo, Policy: s.Policy, Audit: s.audit, Log: log})
+	s.API = clientapi.New(cfg, clientapi.Deps{Store: s.Store, Rooms: s.Rooms, Media: repo, Policy: s.Policy, Audit: s.audit, Log: log, Remote: remote})
 	if err := s.API.ReloadPolicyState(ctx); err != nil {
 		return nil, err
 	}
@@ -193,6 +212,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	s.srv = &http.Server{Handler: s.API.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}
 	go func() { s.errc <- s.srv.Serve(ln) }()
 
+	if s.Federation != nil {
+		if err := s.listenFederation(cfg); err != nil {
+			return nil, err
+		}
+	}
+
 	if cfg.Listen.Metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -214,6 +239,31 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		go func() { s.errc <- s.msrv.Serve(mln) }()
 	}
 	return s, nil
+}
+
+// listenFederation serves the server-server API over TLS.
+func (s *Server) listenFederation(cfg *config.Config) error {
+	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.Federation.TLSCert), cfg.Path(cfg.Federation.TLSKey))
+	if err != nil {
+		return fmt.Errorf("federation TLS certificate: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Federation.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Federation.Listen, err)
+	}
+	s.FederationAddr = ln.Addr().String()
+	s.fsrv = &http.Server{Handler: s.Federation.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	go func() { s.errc <- s.fsrv.ServeTLS(ln, "", "") }()
+	return nil
+}
+
+// remoteProfiles is federation as the client API asks it.
+type remoteProfiles struct{ f *federation.Federation }
+
+func (r remoteProfiles) Profile(ctx context.Context, userID, field string) (displayName, avatarURL string, err error) {
+	p, err := r.f.QueryProfile(ctx, userID, field)
+	return p.DisplayName, p.AvatarURL, err
 }
 
 // Err is closed over the first listener error.
@@ -243,7 +293,7 @@ func (s *Server) listenAdmin(path string) error {
 // Close stops listening, lets requests finish (up to the context's
 // deadline), commits what is queued and closes the database.
 func (s *Server) Close(ctx context.Context) {
-	for _, srv := range []*http.Server{s.srv, s.msrv, s.asrv} {
+	for _, srv := range []*http.Server{s.srv, s.fsrv, s.msrv, s.asrv} {
 		if srv != nil {
 			_ = srv.Shutdown(ctx)
 		}
@@ -261,6 +311,9 @@ func (s *Server) closeParts() {
 	}
 	if s.Rooms != nil {
 		s.Rooms.Close()
+	}
+	if s.Federation != nil {
+		s.Federation.Close()
 	}
 	if s.audit != nil {
 		s.audit.Close()

@@ -1,0 +1,109 @@
+package federation
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/gorilla/mux"
+
+	"github.com/machi-chat/machi/policy"
+	"github.com/machi-chat/machi/storage"
+)
+
+// matrixError is a Matrix error answered to another server.
+type matrixError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *matrixError) Error() string { return e.code + ": " + e.msg }
+
+func newErr(status int, code, format string, args ...any) *matrixError {
+	return &matrixError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func errUnauthorized(format string, args ...any) *matrixError {
+	return newErr(http.StatusUnauthorized, "M_UNAUTHORIZED", format, args...)
+}
+func errNotFound(format string, args ...any) *matrixError {
+	return newErr(http.StatusNotFound, "M_NOT_FOUND", format, args...)
+}
+func errMissingParam(format string, args ...any) *matrixError {
+	return newErr(http.StatusBadRequest, "M_MISSING_PARAM", format, args...)
+}
+func errInvalidParam(format string, args ...any) *matrixError {
+	return newErr(http.StatusBadRequest, "M_INVALID_PARAM", format, args...)
+}
+func errNotJSON(format string, args ...any) *matrixError {
+	return newErr(http.StatusBadRequest, "M_NOT_JSON", format, args...)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status, body = http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode the response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// writeError answers err as a Matrix error; a policy denial carries its
+// rule and messages as everywhere in machi.
+func writeError(w http.ResponseWriter, err error) {
+	var me *matrixError
+	var denial *policy.Denial
+	var tooLarge *http.MaxBytesError
+	body := map[string]any{}
+	status := http.StatusInternalServerError
+	switch {
+	case errors.As(err, &me):
+		status, body["errcode"], body["error"] = me.status, me.code, me.msg
+	case errors.As(err, &denial):
+		status, body["errcode"], body["error"] = http.StatusForbidden, "M_FORBIDDEN", denial.Error()
+		for k, v := range denial.Fields() {
+			body[k] = v
+		}
+	case errors.As(err, &tooLarge):
+		status, body["errcode"], body["error"] = http.StatusRequestEntityTooLarge, "M_TOO_LARGE", fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)
+	case errors.Is(err, storage.ErrNotFound):
+		status, body["errcode"], body["error"] = http.StatusNotFound, "M_NOT_FOUND", "not found"
+	default:
+		body["errcode"], body["error"] = "M_UNKNOWN", "internal error"
+	}
+	writeJSON(w, status, body)
+}
+
+// readJSON decodes a JSON object body (at most maxRequestBytes).
+func readJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
+	if err != nil {
+		return errNotJSON("could not read the request body")
+	}
+	if len(body) > maxRequestBytes {
+		return newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "request body is larger than %d bytes", maxRequestBytes)
+	}
+	if len(body) == 0 || body[0] != '{' {
+		return errNotJSON("the request body must be a JSON object")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return newErr(http.StatusBadRequest, "M_BAD_JSON", "%v", err)
+	}
+	return nil
+}
+
+// vars are the route's path variables, decoded.
+func vars(r *http.Request) map[string]string {
+	out := mux.Vars(r)
+	for k, v := range out {
+		if d, err := url.PathUnescape(v); err == nil {
+			out[k] = d
+		}
+	}
+	return out
+}

@@ -1,0 +1,212 @@
+// Package federation serves and speaks the Matrix server-server API: the
+// federation listener (HTTPS), this server's signing keys and the key
+// notary, X-Matrix request signatures in both directions, and the queries
+// other servers make. The policy's federation allow-list guards both
+// directions: a server off it is refused on the way in and never contacted
+// on the way out.
+//
+//	other server ──HTTPS──▶ Handler ─▶ authenticate (allow-list, X-Matrix,
+//	                                   key ring) ─▶ query handlers
+//	clientapi ─▶ Federation.QueryProfile… ─▶ fclient (signs) ─▶ transport
+//	                                   (allow-list, peers/discovery, TLS)
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrix"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/policy"
+	"github.com/machi-chat/machi/storage"
+)
+
+// Config is what federation needs to know about this server.
+type Config struct {
+	ServerName spec.ServerName
+	KeyID      gomatrixserverlib.KeyID
+	Key        ed25519.PrivateKey
+	Federation config.Federation
+	// Version is machi's version, for /_matrix/federation/v1/version.
+	Version string
+	// Now is the clock (tests move it); nil means time.Now.
+	Now func() time.Time
+}
+
+// Store is what federation reads and writes.
+type Store interface {
+	storage.ServerKeys
+	GetUser(ctx context.Context, userID string) (storage.User, error)
+}
+
+// Federation is the server-server API, both directions.
+type Federation struct {
+	cfg     Config
+	public  ed25519.PublicKey
+	store   Store
+	policy  *policy.Engine
+	log     *slog.Logger
+	now     func() time.Time
+	own     *ownKeys
+	tr      *transport
+	client  fclient.FederationClient
+	keyRing *gomatrixserverlib.KeyRing
+}
+
+// New sets federation up; caBundle is the resolved path of the extra CAs.
+func New(cfg Config, caBundle string, store Store, pol *policy.Engine, log *slog.Logger) (*Federation, error) {
+	f := &Federation{cfg: cfg, public: cfg.Key.Public().(ed25519.PublicKey), store: store, policy: pol, log: log, now: cfg.Now}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	f.own = &ownKeys{f: f}
+	tr, err := newTransport(cfg.Federation.Peers, cfg.Federation.Discovery, caBundle, f.allowed)
+	if err != nil {
+		return nil, err
+	}
+	f.tr = tr
+	f.client = fclient.NewFederationClient(
+		[]*fclient.SigningIdentity{{ServerName: cfg.ServerName, KeyID: cfg.KeyID, PrivateKey: cfg.Key}},
+		fclient.WithTransport(tr), fclient.WithTimeout(30*time.Second), fclient.WithUserAgent("machi/"+cfg.Version))
+	f.keyRing = &gomatrixserverlib.KeyRing{KeyDatabase: keyDB{f}, KeyFetchers: []gomatrixserverlib.KeyFetcher{keyFetcher{f}}}
+	return f, nil
+}
+
+// Close lets go of idle connections to other servers.
+func (f *Federation) Close() { f.tr.close() }
+
+// allowed is the allow-list, with this server always allowed to itself.
+func (f *Federation) allowed(ctx context.Context, server string) *policy.Denial {
+	if spec.ServerName(server) == f.cfg.ServerName {
+		return nil
+	}
+	return f.policy.AllowServer(ctx, server)
+}
+
+// Handler serves the federation listener's routes.
+func (f *Federation) Handler() http.Handler {
+	r := mux.NewRouter().UseEncodedPath()
+	r.HandleFunc("/_matrix/key/v2/server", f.handleServerKeys).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/key/v2/server/{keyId}", f.handleServerKeys).Methods(http.MethodGet) // deprecated form
+	r.HandleFunc("/_matrix/key/v2/query", f.handleKeyQuery).Methods(http.MethodPost)
+	r.HandleFunc("/_matrix/key/v2/query/{serverName}", f.handleKeyQuery).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/federation/v1/version", f.handleVersion).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v1/query/profile", f.authed(f.handleQueryProfile)).Methods(http.MethodGet)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, newErr(http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized federation request"))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, newErr(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method not allowed here"))
+	})
+	return r
+}
+
+// handleVersion serves GET /_matrix/federation/v1/version.
+func (f *Federation) handleVersion(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"server": map[string]string{"name": "machi", "version": f.cfg.Version}})
+}
+
+// handleQueryProfile serves GET /_matrix/federation/v1/query/profile
+// ?user_id=&field=: a local user's display name and avatar.
+func (f *Federation) handleQueryProfile(w http.ResponseWriter, r *http.Request, _ spec.ServerName) {
+	q := r.URL.Query()
+	userID, field := q.Get("user_id"), q.Get("field")
+	uid, err := spec.NewUserID(userID, true)
+	switch {
+	case userID == "":
+		writeError(w, errMissingParam("user_id is required"))
+		return
+	case err != nil:
+		writeError(w, errInvalidParam("user_id %q is not a user ID", userID))
+		return
+	case uid.Domain() != f.cfg.ServerName:
+		writeError(w, errInvalidParam("%s is not a user of this server", userID))
+		return
+	case field != "" && field != "displayname" && field != "avatar_url":
+		writeError(w, errInvalidParam("field must be displayname or avatar_url"))
+		return
+	}
+	u, err := f.store.GetUser(r.Context(), userID)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && u.Deactivated {
+		writeError(w, errNotFound("no profile for %s", userID))
+		return
+	} else if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := map[string]string{}
+	if u.DisplayName != "" && field != "avatar_url" {
+		out["displayname"] = u.DisplayName
+	}
+	if u.AvatarURL != "" && field != "displayname" {
+		out["avatar_url"] = u.AvatarURL
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Profile is a remote user's profile.
+type Profile struct {
+	DisplayName string
+	AvatarURL   string
+}
+
+// QueryProfile asks userID's server for their profile (field "" for all).
+func (f *Federation) QueryProfile(ctx context.Context, userID, field string) (Profile, error) {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return Profile{}, fmt.Errorf("query profile: %w", err)
+	}
+	res, err := f.client.LookupProfile(ctx, f.cfg.ServerName, uid.Domain(), userID, field)
+	if err != nil {
+		return Profile{}, remoteError(uid.Domain(), err)
+	}
+	return Profile{DisplayName: res.DisplayName, AvatarURL: res.AvatarURL}, nil
+}
+
+// RemoteError is what another server answered, or why it could not be
+// asked; clientapi turns it into the client's Matrix error.
+type RemoteError struct {
+	Server string
+	Status int    // the remote answer's HTTP status; 0 if none came
+	Code   string // its errcode
+	Msg    string
+}
+
+func (e *RemoteError) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("%s could not be reached: %s", e.Server, e.Msg)
+	}
+	return fmt.Sprintf("%s answered %d %s: %s", e.Server, e.Status, e.Code, e.Msg)
+}
+
+// RemoteAnswer is the remote answer's status, errcode and message (status
+// 0 when none came), for the client API's error mapping.
+func (e *RemoteError) RemoteAnswer() (status int, code, msg string) { return e.Status, e.Code, e.Msg }
+
+// remoteError maps a federation client error: a policy denial stays one.
+func remoteError(server spec.ServerName, err error) error {
+	var denial *policy.Denial
+	if errors.As(err, &denial) {
+		return denial
+	}
+	var httpErr gomatrix.HTTPError
+	if errors.As(err, &httpErr) {
+		e := &RemoteError{Server: string(server), Status: httpErr.Code, Msg: httpErr.Message}
+		var resp gomatrix.RespError
+		if errors.As(httpErr.WrappedError, &resp) {
+			e.Code, e.Msg = resp.ErrCode, resp.Err
+		}
+		return e
+	}
+	return &RemoteError{Server: string(server), Msg: err.Error()}
+}

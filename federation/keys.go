@@ -1,0 +1,286 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/storage"
+)
+
+// keyValidity is how long other servers may rely on this server's key
+// response before asking again.
+const keyValidity = 7 * 24 * time.Hour
+
+// ownKeys is this server's signed key response, made again when half of
+// its validity has passed.
+type ownKeys struct {
+	f       *Federation
+	mu      sync.Mutex
+	signed  []byte
+	validTo time.Time
+}
+
+func (k *ownKeys) response(now time.Time) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.signed != nil && now.Add(keyValidity/2).Before(k.validTo) {
+		return k.signed, nil
+	}
+	validTo := now.Add(keyValidity)
+	body, err := json.Marshal(gomatrixserverlib.ServerKeyFields{
+		ServerName:    k.f.cfg.ServerName,
+		VerifyKeys:    map[gomatrixserverlib.KeyID]gomatrixserverlib.VerifyKey{k.f.cfg.KeyID: {Key: spec.Base64Bytes(k.f.public)}},
+		ValidUntilTS:  spec.AsTimestamp(validTo),
+		OldVerifyKeys: map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey{},
+	})
+	if err != nil {
+		return nil, err
+	}
+	signed, err := gomatrixserverlib.SignJSON(string(k.f.cfg.ServerName), k.f.cfg.KeyID, k.f.cfg.Key, body)
+	if err != nil {
+		return nil, fmt.Errorf("sign key response: %w", err)
+	}
+	k.signed, k.validTo = signed, validTo
+	return signed, nil
+}
+
+// handleServerKeys serves GET /_matrix/key/v2/server: this server's
+// signing keys, signed by itself.
+func (f *Federation) handleServerKeys(w http.ResponseWriter, r *http.Request) {
+	body, err := f.own.response(f.now())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, json.RawMessage(body))
+}
+
+// handleKeyQuery serves POST /_matrix/key/v2/query and GET
+// /_matrix/key/v2/query/{serverName}: as a notary, the key responses of
+// the servers asked for, as those servers signed them, countersigned by
+// this server. Keys are fetched from a server (if it is allowed) when the
+// cached ones would not be valid at minimum_valid_until_ts.
+func (f *Federation) handleKeyQuery(w http.ResponseWriter, r *http.Request) {
+	want := map[string]spec.Timestamp{}
+	if name, ok := vars(r)["serverName"]; ok {
+		ts, err := optionalTS(r.URL.Query().Get("minimum_valid_until_ts"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		want[name] = ts
+	} else {
+		var req struct {
+			ServerKeys map[string]map[string]struct {
+				MinimumValidUntilTS spec.Timestamp `json:"minimum_valid_until_ts"`
+			} `json:"server_keys"`
+		}
+		if err := readJSON(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		if req.ServerKeys == nil {
+			writeError(w, errMissingParam("server_keys is required"))
+			return
+		}
+		if len(req.ServerKeys) > 100 {
+			writeError(w, errInvalidParam("at most 100 servers per query"))
+			return
+		}
+		for name, keys := range req.ServerKeys {
+			var ts spec.Timestamp
+			for _, c := range keys {
+				ts = max(ts, c.MinimumValidUntilTS)
+			}
+			want[name] = ts
+		}
+	}
+	out := []json.RawMessage{}
+	for name, minValid := range want {
+		responses, err := f.keyResponses(r.Context(), name, minValid)
+		if err != nil {
+			f.log.Info("notary: no keys", "server", name, "err", err)
+			continue // the spec: servers whose keys can't be had are left out
+		}
+		for _, resp := range responses {
+			signed, err := gomatrixserverlib.SignJSON(string(f.cfg.ServerName), f.cfg.KeyID, f.cfg.Key, resp)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			out = append(out, signed)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"server_keys": out})
+}
+
+func optionalTS(v string) (spec.Timestamp, error) {
+	if v == "" {
+		return 0, nil
+	}
+	var ts int64
+	if _, err := fmt.Sscanf(v, "%d", &ts); err != nil || ts < 0 {
+		return 0, errInvalidParam("minimum_valid_until_ts must be a timestamp")
+	}
+	return spec.Timestamp(ts), nil
+}
+
+// keyResponses are the signed key responses of server valid at minValid:
+// this server's own, the cached ones, or freshly fetched ones.
+func (f *Federation) keyResponses(ctx context.Context, server string, minValid spec.Timestamp) ([][]byte, error) {
+	if spec.ServerName(server) == f.cfg.ServerName {
+		own, err := f.own.response(f.now())
+		return [][]byte{own}, err
+	}
+	cached, err := f.store.GetServerKeys(ctx, []string{server})
+	if err != nil {
+		return nil, err
+	}
+	if responses := validResponses(cached[server], minValid); len(responses) > 0 {
+		return responses, nil
+	}
+	keys, err := f.fetchKeys(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	return validResponses(keys, minValid), nil
+}
+
+// validResponses are the distinct responses carrying keys valid at ts.
+func validResponses(keys []storage.ServerKey, ts spec.Timestamp) [][]byte {
+	var out [][]byte
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if k.ExpiredTS == 0 && k.ValidUntilTS >= int64(ts) && !seen[string(k.Response)] {
+			seen[string(k.Response)] = true
+			out = append(out, k.Response)
+		}
+	}
+	return out
+}
+
+// fetchKeys asks server for its keys, checks them (signed by themselves,
+// for that server) and caches them.
+func (f *Federation) fetchKeys(ctx context.Context, server string) ([]storage.ServerKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	sk, err := f.client.GetServerKeys(ctx, spec.ServerName(server))
+	if err != nil {
+		return nil, fmt.Errorf("fetch keys of %s: %w", server, err)
+	}
+	if checks, _ := gomatrixserverlib.CheckKeys(spec.ServerName(server), time.Unix(0, 0), sk); !checks.AllChecksOK {
+		return nil, fmt.Errorf("the key response of %s fails its checks", server)
+	}
+	// The spec: a key response is relied on for at most seven days.
+	validUntil := min(int64(sk.ValidUntilTS), f.now().Add(keyValidity).UnixMilli())
+	now := f.now().UnixMilli()
+	var keys []storage.ServerKey
+	for id, k := range sk.VerifyKeys {
+		keys = append(keys, storage.ServerKey{ServerName: server, KeyID: string(id), PublicKey: k.Key,
+			ValidUntilTS: validUntil, FetchedTS: now, Response: sk.Raw})
+	}
+	for id, k := range sk.OldVerifyKeys {
+		keys = append(keys, storage.ServerKey{ServerName: server, KeyID: string(id), PublicKey: k.Key,
+			ExpiredTS: int64(k.ExpiredTS), FetchedTS: now, Response: sk.Raw})
+	}
+	if err := f.store.PutServerKeys(ctx, keys); err != nil {
+		return nil, fmt.Errorf("store keys of %s: %w", server, err)
+	}
+	return keys, nil
+}
+
+// keyDB is the key ring's view of the cache: gomatrixserverlib asks it
+// first, and fetches (through keyFetcher) what it lacks or what expired.
+type keyDB struct{ f *Federation }
+
+func (keyDB) FetcherName() string { return "machi key cache" }
+
+func (d keyDB) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	var servers []string
+	for req := range reqs {
+		if req.ServerName == d.f.cfg.ServerName {
+			if req.KeyID == d.f.cfg.KeyID {
+				out[req] = gomatrixserverlib.PublicKeyLookupResult{VerifyKey: gomatrixserverlib.VerifyKey{Key: spec.Base64Bytes(d.f.public)},
+					ValidUntilTS: spec.AsTimestamp(d.f.now().Add(keyValidity))}
+			}
+			continue
+		}
+		servers = append(servers, string(req.ServerName))
+	}
+	cached, err := d.f.store.GetServerKeys(ctx, servers)
+	if err != nil {
+		return nil, err
+	}
+	for req := range reqs {
+		for _, k := range cached[string(req.ServerName)] {
+			if gomatrixserverlib.KeyID(k.KeyID) == req.KeyID {
+				out[req] = lookupResult(k)
+			}
+		}
+	}
+	return out, nil
+}
+
+// StoreKeys is a no-op: keyFetcher stores what it fetches, with the signed
+// response it came in (which the notary hands on).
+func (keyDB) StoreKeys(context.Context, map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) error {
+	return nil
+}
+
+// keyFetcher fetches keys from the servers themselves.
+type keyFetcher struct{ f *Federation }
+
+func (keyFetcher) FetcherName() string { return "direct" }
+
+func (k keyFetcher) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	byServer := map[spec.ServerName]bool{}
+	for req := range reqs {
+		if req.ServerName != k.f.cfg.ServerName {
+			byServer[req.ServerName] = true
+		}
+	}
+	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	for server := range byServer {
+		keys, err := k.f.fetchKeys(ctx, string(server))
+		if err != nil {
+			k.f.log.Info("fetch server keys", "server", server, "err", err)
+			continue
+		}
+		for _, key := range keys {
+			req := gomatrixserverlib.PublicKeyLookupRequest{ServerName: server, KeyID: gomatrixserverlib.KeyID(key.KeyID)}
+			if _, asked := reqs[req]; asked {
+				out[req] = lookupResult(key)
+			}
+		}
+	}
+	return out, nil
+}
+
+func lookupResult(k storage.ServerKey) gomatrixserverlib.PublicKeyLookupResult {
+	return gomatrixserverlib.PublicKeyLookupResult{VerifyKey: gomatrixserverlib.VerifyKey{Key: k.PublicKey},
+		ValidUntilTS: spec.Timestamp(k.ValidUntilTS), ExpiredTS: spec.Timestamp(k.ExpiredTS)}
+}
+
+// verifySigned checks that message carries a valid signature of server.
+func (f *Federation) verifySigned(ctx context.Context, server spec.ServerName, message []byte) error {
+	results, err := f.keyRing.VerifyJSONs(ctx, []gomatrixserverlib.VerifyJSONRequest{{
+		ServerName: server, AtTS: spec.AsTimestamp(f.now()), Message: message,
+		ValidityCheckingFunc: gomatrixserverlib.StrictValiditySignatureCheck,
+	}})
+	if err != nil {
+		return err
+	}
+	if results[0].Error != nil {
+		return errUnauthorized("signature of %s does not verify: %s", server, strings.TrimPrefix(results[0].Error.Error(), "gomatrixserverlib: "))
+	}
+	return nil
+}
