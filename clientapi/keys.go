@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/machi-chat/machi/federation"
 	"github.com/machi-chat/machi/storage"
 )
 
@@ -261,11 +263,14 @@ func (s *Server) isLocal(userID string) bool {
 	return ok && strings.HasPrefix(userID, "@") && server == s.cfg.ServerName
 }
 
-// handleKeysQuery serves POST /keys/query.
+// handleKeysQuery serves POST /keys/query: local users' keys from the
+// database, other servers' users' keys from their servers (each asked
+// once, in parallel, within the request's timeout).
 func (s *Server) handleKeysQuery(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	var req struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
+		Timeout    *int64              `json:"timeout"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
@@ -276,53 +281,135 @@ func (s *Server) handleKeysQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	want := map[string][]string{}
-	var users []string
+	local, remote := map[string][]string{}, map[string]map[string][]string{}
 	for u, devices := range req.DeviceKeys {
 		if s.isLocal(u) {
-			want[u] = devices
-			users = append(users, u)
+			local[u] = devices
+		} else if _, server, ok := strings.Cut(u, ":"); ok && strings.HasPrefix(u, "@") {
+			if remote[server] == nil {
+				remote[server] = map[string][]string{}
+			}
+			remote[server][u] = devices
 		}
 	}
-	keys, err := s.store.DeviceKeys(ctx, want)
+	res, err := s.LocalKeys(ctx, local, dev.UserID)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	out := map[string]map[string]json.RawMessage{}
 	for u := range req.DeviceKeys {
-		out[u] = map[string]json.RawMessage{}
+		if res.DeviceKeys[u] == nil {
+			res.DeviceKeys[u] = map[string]json.RawMessage{}
+		}
 	}
-	for u, devs := range keys {
+	failures := s.askServers(ctx, remoteTimeout(req.Timeout), sortedKeys(remote), func(ctx context.Context, server string) error {
+		got, err := s.remote.QueryKeys(ctx, server, remote[server])
+		if err != nil {
+			return err
+		}
+		s.keysMu.Lock()
+		defer s.keysMu.Unlock()
+		res.Merge(got, remote[server])
+		return nil
+	})
+	writeJSON(w, http.StatusOK, map[string]any{"device_keys": res.DeviceKeys, "master_keys": res.MasterKeys,
+		"self_signing_keys": res.SelfSigningKeys, "user_signing_keys": res.UserSigningKeys, "failures": failures})
+}
+
+// LocalKeys looks up local users' keys (want: user → devices, none listed
+// meaning all). requester sees their own user-signing key, nobody else's;
+// requester "" (another server) sees none.
+func (s *Server) LocalKeys(ctx context.Context, want map[string][]string, requester string) (federation.KeysResult, error) {
+	res := federation.KeysResult{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
+		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
+	users := make([]string, 0, len(want))
+	for u := range want {
+		if s.isLocal(u) {
+			users = append(users, u)
+		}
+	}
+	found, err := s.store.DeviceKeys(ctx, want)
+	if err != nil {
+		return res, err
+	}
+	for u, devs := range found {
 		names := map[string]string{}
 		if list, err := s.store.ListDevices(ctx, u); err == nil {
 			for _, d := range list {
 				names[d.DeviceID] = d.DisplayName
 			}
 		}
+		res.DeviceKeys[u] = map[string]json.RawMessage{}
 		for d, js := range devs {
-			out[u][d] = withDisplayName(js, names[d])
+			res.DeviceKeys[u][d] = withDisplayName(js, names[d])
 		}
 	}
 	cs, err := s.store.CrossSigningKeys(ctx, users)
 	if err != nil {
-		writeError(w, err)
-		return
+		return res, err
 	}
-	master, self, userSigning := map[string]json.RawMessage{}, map[string]json.RawMessage{}, map[string]json.RawMessage{}
 	for u, types := range cs {
 		if k := types["master"]; k != nil {
-			master[u] = k
+			res.MasterKeys[u] = k
 		}
 		if k := types["self_signing"]; k != nil {
-			self[u] = k
+			res.SelfSigningKeys[u] = k
 		}
-		if k := types["user_signing"]; k != nil && u == dev.UserID { // only one's own
-			userSigning[u] = k
+		if k := types["user_signing"]; k != nil && u == requester { // only one's own
+			res.UserSigningKeys[u] = k
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"device_keys": out, "master_keys": master, "self_signing_keys": self,
-		"user_signing_keys": userSigning, "failures": map[string]any{}})
+	return res, nil
+}
+
+// remoteTimeout is how long to wait for other servers: the request's
+// timeout (ms), 10 s by default, at most a minute.
+func remoteTimeout(ms *int64) time.Duration {
+	if ms == nil || *ms <= 0 {
+		return 10 * time.Second
+	}
+	return min(time.Duration(*ms)*time.Millisecond, time.Minute)
+}
+
+// askServers runs ask for each server in parallel within timeout and
+// returns the failures by server, as /keys/query and /keys/claim report
+// them. Without federation, every server fails.
+func (s *Server) askServers(ctx context.Context, timeout time.Duration, servers []string, ask func(ctx context.Context, server string) error) map[string]any {
+	failures := map[string]any{}
+	if len(servers) == 0 {
+		return failures
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, server := range servers {
+		if s.remote == nil {
+			failures[server] = map[string]string{"errcode": "M_UNKNOWN", "error": "this server does not federate"}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ask(ctx, server); err != nil {
+				e := toMatrixError(err)
+				mu.Lock()
+				failures[server] = map[string]string{"errcode": e.Code, "error": e.Msg}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return failures
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // withDisplayName adds unsigned.device_display_name to a device key.
@@ -344,10 +431,12 @@ func withDisplayName(js []byte, name string) json.RawMessage {
 	return b
 }
 
-// handleKeysClaim serves POST /keys/claim.
+// handleKeysClaim serves POST /keys/claim: one key per device asked for,
+// from the database for local users and from their servers for others.
 func (s *Server) handleKeysClaim(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+		Timeout     *int64                       `json:"timeout"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
@@ -357,18 +446,53 @@ func (s *Server) handleKeysClaim(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errMissingParam("one_time_keys is required"))
 		return
 	}
-	out := map[string]map[string]map[string]json.RawMessage{}
+	local, remote := map[string]map[string]string{}, map[string]map[string]map[string]string{}
 	for u, devices := range req.OneTimeKeys {
+		if s.isLocal(u) {
+			local[u] = devices
+		} else if _, server, ok := strings.Cut(u, ":"); ok && strings.HasPrefix(u, "@") {
+			if remote[server] == nil {
+				remote[server] = map[string]map[string]string{}
+			}
+			remote[server][u] = devices
+		}
+	}
+	out, err := s.ClaimLocalKeys(r.Context(), local)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	failures := s.askServers(r.Context(), remoteTimeout(req.Timeout), sortedKeys(remote), func(ctx context.Context, server string) error {
+		got, err := s.remote.ClaimKeys(ctx, server, remote[server])
+		if err != nil {
+			return err
+		}
+		s.keysMu.Lock()
+		defer s.keysMu.Unlock()
+		for u := range remote[server] {
+			if got[u] != nil {
+				out[u] = got[u]
+			}
+		}
+		return nil
+	})
+	writeJSON(w, http.StatusOK, map[string]any{"one_time_keys": out, "failures": failures})
+}
+
+// ClaimLocalKeys claims one key of the algorithm asked for each local
+// device (user → device → algorithm).
+func (s *Server) ClaimLocalKeys(ctx context.Context, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+	out := map[string]map[string]map[string]json.RawMessage{}
+	for u, devices := range want {
 		if !s.isLocal(u) {
 			continue
 		}
 		for d, alg := range devices {
-			k, err := s.store.ClaimKey(r.Context(), u, d, alg)
+			k, err := s.store.ClaimKey(ctx, u, d, alg)
 			if errors.Is(err, storage.ErrNotFound) {
 				continue
 			} else if err != nil {
-				writeError(w, err)
-				return
+				return nil, err
 			}
 			s.keyCounts.forget(u + "|" + d)
 			if out[u] == nil {
@@ -377,7 +501,7 @@ func (s *Server) handleKeysClaim(w http.ResponseWriter, r *http.Request) {
 			out[u][d] = map[string]json.RawMessage{k.KeyID: k.JSON}
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"one_time_keys": out, "failures": map[string]any{}})
+	return out, nil
 }
 
 // handleKeysChanges serves GET /keys/changes?from=&to=.
@@ -626,4 +750,26 @@ func mergeSigs(stored []byte, sigs map[string]map[string]string) ([]byte, error)
 	}
 	m["signatures"] = all
 	return json.Marshal(m)
+}
+
+// LocalDevices lists a local user's devices for another server.
+func (s *Server) LocalDevices(ctx context.Context, userID string) (federation.DeviceList, error) {
+	out := federation.DeviceList{UserID: userID, StreamID: s.rooms.Stream().Current(), Devices: []federation.DeviceListEntry{}}
+	devices, err := s.store.ListDevices(ctx, userID)
+	if err != nil {
+		return out, err
+	}
+	found, err := s.store.DeviceKeys(ctx, map[string][]string{userID: nil})
+	if err != nil {
+		return out, err
+	}
+	for _, d := range devices {
+		out.Devices = append(out.Devices, federation.DeviceListEntry{DeviceID: d.DeviceID, DisplayName: d.DisplayName, Keys: found[userID][d.DeviceID]})
+	}
+	cs, err := s.store.CrossSigningKeys(ctx, []string{userID})
+	if err != nil {
+		return out, err
+	}
+	out.Master, out.Self = cs[userID]["master"], cs[userID]["self_signing"]
+	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/machi-chat/machi/federation"
 	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/policy"
@@ -53,6 +55,7 @@ type Server struct {
 	receipts     receiptCache
 	latest       *latest
 	keyCounts    keyCounts
+	keysMu       sync.Mutex // merging other servers' answers
 
 	tokMu  sync.RWMutex
 	tokens map[string]*Device // by token hash
@@ -91,6 +94,11 @@ func (d *Device) actor() policy.Actor {
 type Remote interface {
 	// Profile is a remote user's profile (field "" for all of it).
 	Profile(ctx context.Context, userID, field string) (displayName, avatarURL string, err error)
+	// QueryKeys asks server for its users' keys (user → devices).
+	QueryKeys(ctx context.Context, server string, want map[string][]string) (federation.KeysResult, error)
+	// ClaimKeys claims one-time keys of server's users (user → device →
+	// algorithm).
+	ClaimKeys(ctx context.Context, server string, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
 }
 
 // Deps are the services the client API runs on.

@@ -14,6 +14,7 @@ package federation
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,8 +94,16 @@ func (f *Federation) allowed(ctx context.Context, server string) *policy.Denial 
 	return f.policy.AllowServer(ctx, server)
 }
 
+// Local is what other servers may ask of this server's users, answered
+// by the client API's own code (so both APIs give the same answers).
+type Local interface {
+	LocalKeys(ctx context.Context, want map[string][]string, requester string) (KeysResult, error)
+	ClaimLocalKeys(ctx context.Context, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
+	LocalDevices(ctx context.Context, userID string) (DeviceList, error)
+}
+
 // Handler serves the federation listener's routes.
-func (f *Federation) Handler() http.Handler {
+func (f *Federation) Handler(local Local) http.Handler {
 	r := mux.NewRouter().UseEncodedPath()
 	r.HandleFunc("/_matrix/key/v2/server", f.handleServerKeys).Methods(http.MethodGet)
 	r.HandleFunc("/_matrix/key/v2/server/{keyId}", f.handleServerKeys).Methods(http.MethodGet) // deprecated form
@@ -102,6 +111,10 @@ func (f *Federation) Handler() http.Handler {
 	r.HandleFunc("/_matrix/key/v2/query/{serverName}", f.handleKeyQuery).Methods(http.MethodGet)
 	r.HandleFunc("/_matrix/federation/v1/version", f.handleVersion).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/query/profile", f.authed(f.handleQueryProfile)).Methods(http.MethodGet)
+	k := keysHandlers{f: f, local: local}
+	r.Handle("/_matrix/federation/v1/user/keys/query", f.authed(k.query)).Methods(http.MethodPost)
+	r.Handle("/_matrix/federation/v1/user/keys/claim", f.authed(k.claim)).Methods(http.MethodPost)
+	r.Handle("/_matrix/federation/v1/user/devices/{userId}", f.authed(k.devices)).Methods(http.MethodGet)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, newErr(http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized federation request"))
 	})
@@ -154,23 +167,17 @@ func (f *Federation) handleQueryProfile(w http.ResponseWriter, r *http.Request, 
 	writeJSON(w, http.StatusOK, out)
 }
 
-// Profile is a remote user's profile.
-type Profile struct {
-	DisplayName string
-	AvatarURL   string
-}
-
-// QueryProfile asks userID's server for their profile (field "" for all).
-func (f *Federation) QueryProfile(ctx context.Context, userID, field string) (Profile, error) {
+// Profile asks userID's server for their profile (field "" for all).
+func (f *Federation) Profile(ctx context.Context, userID, field string) (displayName, avatarURL string, err error) {
 	uid, err := spec.NewUserID(userID, true)
 	if err != nil {
-		return Profile{}, fmt.Errorf("query profile: %w", err)
+		return "", "", fmt.Errorf("query profile: %w", err)
 	}
 	res, err := f.client.LookupProfile(ctx, f.cfg.ServerName, uid.Domain(), userID, field)
 	if err != nil {
-		return Profile{}, remoteError(uid.Domain(), err)
+		return "", "", remoteError(uid.Domain(), err)
 	}
-	return Profile{DisplayName: res.DisplayName, AvatarURL: res.AvatarURL}, nil
+	return res.DisplayName, res.AvatarURL, nil
 }
 
 // RemoteError is what another server answered, or why it could not be

@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"golang.org/x/crypto/ed25519"
+	"maunium.net/go/mautrix"
 
 	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/internal/server"
@@ -129,9 +130,90 @@ func TestFederationKeysProfilesAndAllowList(t *testing.T) {
 			t.Fatalf("city-a opened %d connections to city-c", n)
 		}
 
+		checkKeysAcross(t, cities, alice, bob)
 		checkKeyServer(t, cities[a], cities[b])
 		checkBadFederationRequests(t, cities[a])
 	})
+}
+
+// checkKeysAcross: bob on city-b finds alice's encryption keys on city-a
+// and claims a one-time key, as an encrypted chat between cities needs.
+func checkKeysAcross(t *testing.T, cities map[string]*fedCity, alice, bob *mautrix.Client) {
+	t.Helper()
+	const a, b, c = "city-a.test", "city-b.test", "city-c.test"
+	aBase, bBase := baseURL(cities[a].srv)+"/_matrix/client/v3", baseURL(cities[b].srv)+"/_matrix/client/v3"
+	dev := string(alice.DeviceID)
+	sig := map[string]any{string(alice.UserID): map[string]string{"ed25519:" + dev: "sig"}}
+	upload := map[string]any{
+		"device_keys": map[string]any{"user_id": alice.UserID, "device_id": dev,
+			"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+			"keys":       map[string]string{"curve25519:" + dev: "curve-a", "ed25519:" + dev: "ed-a"}, "signatures": sig},
+		"one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": map[string]any{"key": "otk-a", "signatures": sig}},
+	}
+	if code, me := do(t, http.DefaultClient, "POST", aBase+"/keys/upload", alice.AccessToken, upload, nil); code != 200 {
+		t.Fatalf("keys/upload: %d %+v", code, me)
+	}
+	master := map[string]any{"user_id": alice.UserID, "usage": []string{"master"}, "keys": map[string]string{"ed25519:master-a": "master-a"}}
+	signing := map[string]any{"master_key": master}
+	if code, _ := do(t, http.DefaultClient, "POST", aBase+"/keys/device_signing/upload", alice.AccessToken, signing, nil); code == 401 {
+		var uia struct {
+			Session string `json:"session"`
+		}
+		do(t, http.DefaultClient, "POST", aBase+"/keys/device_signing/upload", alice.AccessToken, signing, &uia)
+		signing["auth"] = map[string]any{"type": "m.login.password", "session": uia.Session, "password": "secret-alice",
+			"identifier": map[string]string{"type": "m.id.user", "user": string(alice.UserID)}}
+		if code, me := do(t, http.DefaultClient, "POST", aBase+"/keys/device_signing/upload", alice.AccessToken, signing, nil); code != 200 {
+			t.Fatalf("device_signing/upload: %d %+v", code, me)
+		}
+	}
+
+	var q struct {
+		DeviceKeys map[string]map[string]struct {
+			Keys     map[string]string `json:"keys"`
+			Unsigned struct {
+				Name string `json:"device_display_name"`
+			} `json:"unsigned"`
+		} `json:"device_keys"`
+		MasterKeys map[string]struct {
+			Keys map[string]string `json:"keys"`
+		} `json:"master_keys"`
+		Failures map[string]struct {
+			Code string `json:"errcode"`
+		} `json:"failures"`
+	}
+	body := map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}, "@carol:" + c: []string{}}}
+	if code, me := do(t, http.DefaultClient, "POST", bBase+"/keys/query", bob.AccessToken, body, &q); code != 200 {
+		t.Fatalf("keys/query across: %d %+v", code, me)
+	}
+	if q.DeviceKeys[string(alice.UserID)][dev].Keys["curve25519:"+dev] != "curve-a" || q.MasterKeys[string(alice.UserID)].Keys["ed25519:master-a"] != "master-a" {
+		t.Fatalf("alice's keys from city-b: %+v", q)
+	}
+	if q.Failures[c].Code != "M_FORBIDDEN" { // city-b does not federate with city-c
+		t.Fatalf("failures: %+v", q.Failures)
+	}
+
+	var claim struct {
+		OneTimeKeys map[string]map[string]map[string]struct {
+			Key string `json:"key"`
+		} `json:"one_time_keys"`
+	}
+	body = map[string]any{"one_time_keys": map[string]any{string(alice.UserID): map[string]string{dev: "signed_curve25519"}}}
+	if code, me := do(t, http.DefaultClient, "POST", bBase+"/keys/claim", bob.AccessToken, body, &claim); code != 200 {
+		t.Fatalf("keys/claim across: %d %+v", code, me)
+	}
+	if claim.OneTimeKeys[string(alice.UserID)][dev]["signed_curve25519:AAAAAQ"].Key != "otk-a" {
+		t.Fatalf("claimed: %+v", claim)
+	}
+
+	// city-b's federation asks city-a for alice's devices directly; and a
+	// question about someone else's users is refused.
+	list, err := cities[b].srv.Federation.UserDevices(ctxT(t), string(alice.UserID))
+	if err != nil || len(list.Devices) != 1 || list.Devices[0].DeviceID != dev || list.Master == nil {
+		t.Fatalf("user devices: %+v %v", list, err)
+	}
+	if _, err := cities[b].srv.Federation.QueryKeys(ctxT(t), a, map[string][]string{string(bob.UserID): nil}); err == nil || !strings.Contains(err.Error(), "M_INVALID_PARAM") {
+		t.Fatalf("asking city-a about city-b's user: %v", err)
+	}
 }
 
 // checkKeyServer: city-a's keys verify by themselves, and city-b vouches

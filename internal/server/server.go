@@ -151,7 +151,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 		if err != nil {
 			return nil, err
 		}
-		remote = remoteProfiles{s.Federation}
+		remote = s.Federation
 	}
 	repo, err := media.New(cfg.Path(cfg.Media.Path), s.Store, cfg.Media.MaxUploadBytes)
 	if err != nil {
@@ -252,18 +252,10 @@ func (s *Server) listenFederation(cfg *config.Config) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Federation.Listen, err)
 	}
 	s.FederationAddr = ln.Addr().String()
-	s.fsrv = &http.Server{Handler: s.Federation.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
+	s.fsrv = &http.Server{Handler: s.Federation.Handler(s.API), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
 	go func() { s.errc <- s.fsrv.ServeTLS(ln, "", "") }()
 	return nil
-}
-
-// remoteProfiles is federation as the client API asks it.
-type remoteProfiles struct{ f *federation.Federation }
-
-func (r remoteProfiles) Profile(ctx context.Context, userID, field string) (displayName, avatarURL string, err error) {
-	p, err := r.f.QueryProfile(ctx, userID, field)
-	return p.DisplayName, p.AvatarURL, err
 }
 
 // Err is closed over the first listener error.
