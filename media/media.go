@@ -38,6 +38,8 @@ type Repo struct {
 	store    storage.Media
 	maxBytes int64
 	now      func() time.Time
+
+	thumbs thumbnailer
 }
 
 // New returns a repository keeping files under dir (created if missing).
@@ -45,7 +47,7 @@ func New(dir string, store storage.Media, maxBytes int64) (*Repo, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o750); err != nil {
 		return nil, fmt.Errorf("media directory: %w", err)
 	}
-	return &Repo{dir: dir, store: store, maxBytes: maxBytes, now: time.Now}, nil
+	return &Repo{dir: dir, store: store, maxBytes: maxBytes, now: time.Now, thumbs: newThumbnailer()}, nil
 }
 
 // MaxBytes is the upload size limit.
