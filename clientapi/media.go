@@ -5,12 +5,15 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"github.com/machi-chat/machi/media"
+	"github.com/machi-chat/machi/policy"
 )
 
 // mediaRoutes registers the media repository: the legacy unauthenticated
@@ -22,11 +25,15 @@ func (s *Server) mediaRoutes(r *mux.Router) {
 		r.Handle(p+"/config", s.requireAuth(http.HandlerFunc(s.mediaConfig))).Methods(http.MethodGet)
 		r.HandleFunc(p+"/download/{server}/{media}", s.download).Methods(http.MethodGet, http.MethodHead)
 		r.HandleFunc(p+"/download/{server}/{media}/{filename}", s.download).Methods(http.MethodGet, http.MethodHead)
+		r.HandleFunc(p+"/thumbnail/{server}/{media}", s.thumbnail).Methods(http.MethodGet, http.MethodHead)
+		r.Handle(p+"/preview_url", s.requireAuth(http.HandlerFunc(s.previewURL))).Methods(http.MethodGet)
 	}
 	p := "/_matrix/client/v1/media"
 	r.Handle(p+"/config", s.requireAuth(http.HandlerFunc(s.mediaConfig))).Methods(http.MethodGet)
 	r.Handle(p+"/download/{server}/{media}", s.requireAuth(http.HandlerFunc(s.download))).Methods(http.MethodGet, http.MethodHead)
 	r.Handle(p+"/download/{server}/{media}/{filename}", s.requireAuth(http.HandlerFunc(s.download))).Methods(http.MethodGet, http.MethodHead)
+	r.Handle(p+"/thumbnail/{server}/{media}", s.requireAuth(http.HandlerFunc(s.thumbnail))).Methods(http.MethodGet, http.MethodHead)
+	r.Handle(p+"/preview_url", s.requireAuth(http.HandlerFunc(s.previewURL))).Methods(http.MethodGet)
 }
 
 func (s *Server) mediaConfig(w http.ResponseWriter, r *http.Request) {
@@ -90,10 +97,11 @@ func tooLarge(limit int64) *Error {
 	return newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "the file is larger than the upload limit of %d bytes", limit)
 }
 
-// download serves a file with the headers that keep a browser from running
-// it: a sandboxing Content-Security-Policy, nosniff, and attachment
-// disposition for anything the spec does not allow inline. Range requests
-// and conditional requests are answered by http.ServeContent.
+// download serves GET (and HEAD) /_matrix/media/{v3,r0}/download/{serverName}/{mediaId}[/{fileName}]
+// and /_matrix/client/v1/media/download/…: the file with the headers that
+// keep a browser from running it (mediaHeaders), attachment disposition for
+// anything the spec does not allow inline. Range requests and conditional
+// requests are answered by http.ServeContent.
 func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	v := vars(r)
 	server, mediaID := v["server"], v["media"]
@@ -116,13 +124,142 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	if name, ok := v["filename"]; ok {
 		filename = name
 	}
-	h := w.Header()
-	h.Set("Content-Type", item.ContentType)
-	h.Set("Content-Disposition", media.Disposition(item.ContentType, filename))
+	mediaHeaders(w.Header(), item.ContentType, media.Disposition(item.ContentType, filename), strconv.Quote(item.SHA256))
+	http.ServeContent(w, r, "", time.UnixMilli(item.CreatedTS), f)
+}
+
+// mediaHeaders sets what every download and thumbnail carries: its type,
+// its disposition, a sandboxing Content-Security-Policy and nosniff (so a
+// browser never runs it), and long caching (media never changes).
+func mediaHeaders(h http.Header, contentType, disposition, etag string) {
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Disposition", disposition)
 	h.Set("Content-Security-Policy", "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; media-src 'self'; object-src 'self';")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
 	h.Set("Cache-Control", "private, max-age=31536000, immutable")
-	h.Set("ETag", strconv.Quote(item.SHA256))
-	http.ServeContent(w, r, "", time.UnixMilli(item.CreatedTS), f)
+	h.Set("ETag", etag)
+}
+
+// thumbnail serves GET (and HEAD) /_matrix/media/{v3,r0}/thumbnail/{serverName}/{mediaId}
+// and /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}. It only
+// reads: the thumbnail it may make is cached under a name fixed by the
+// media, the size and the method, so a repeat serves the same file.
+func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) {
+	req, err := parseThumbnailQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v := vars(r)
+	if v["server"] != s.cfg.ServerName {
+		writeError(w, errNotFound("remote media is not available from this server"))
+		return
+	}
+	th, err := s.media.Thumbnail(r.Context(), v["media"], req)
+	var big *media.ErrImageTooLarge
+	switch {
+	case err == nil:
+	case errors.Is(err, media.ErrNotFound):
+		writeError(w, errNotFound("unknown media"))
+		return
+	case errors.Is(err, media.ErrCannotThumbnail):
+		writeError(w, newErr(http.StatusBadRequest, "M_UNKNOWN", "cannot generate a thumbnail for this media: it is not a JPEG, PNG, GIF or WebP image that decodes"))
+		return
+	case errors.As(err, &big):
+		writeError(w, newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "%s", big.Error()))
+		return
+	case errors.Is(err, media.ErrBusy):
+		e := newErr(http.StatusTooManyRequests, "M_LIMIT_EXCEEDED", "the server is busy making thumbnails; try again shortly")
+		e.Extra = map[string]any{"retry_after_ms": 1000}
+		writeError(w, e)
+		return
+	case r.Context().Err() != nil:
+		return // the client left while waiting for a thumbnail someone else was making
+	default:
+		s.log.Error("thumbnail failed", "media", v["media"], "err", err)
+		writeError(w, err)
+		return
+	}
+	defer th.Content.Close()
+	name := "thumbnail." + strings.TrimPrefix(th.ContentType, "image/")
+	mediaHeaders(w.Header(), th.ContentType, media.Disposition(th.ContentType, name), th.ETag)
+	http.ServeContent(w, r, "", th.ModTime, th.Content)
+}
+
+// parseThumbnailQuery reads width, height, method, animated and timeout_ms.
+// timeout_ms is checked but has nothing to wait for: every media ID this
+// server hands out already has its content.
+func parseThumbnailQuery(q url.Values) (media.ThumbnailRequest, error) {
+	var req media.ThumbnailRequest
+	var err error
+	if req.Width, err = positiveParam(q, "width"); err != nil {
+		return req, err
+	}
+	if req.Height, err = positiveParam(q, "height"); err != nil {
+		return req, err
+	}
+	switch m := q.Get("method"); m {
+	case "", "scale":
+	case "crop":
+		req.Crop = true
+	default:
+		return req, errInvalidParam("method must be crop or scale, not %q", m)
+	}
+	if req.Animated, err = boolParam(q, "animated"); err != nil {
+		return req, err
+	}
+	for _, name := range []string{"allow_remote", "allow_redirect"} {
+		if _, err := boolParam(q, name); err != nil {
+			return req, err
+		}
+	}
+	if t := q.Get("timeout_ms"); t != "" {
+		if n, err := strconv.ParseInt(t, 10, 64); err != nil || n < 0 {
+			return req, errInvalidParam("timeout_ms must be a non-negative integer")
+		}
+	}
+	return req, nil
+}
+
+func positiveParam(q url.Values, name string) (int, error) {
+	raw := q.Get(name)
+	if raw == "" {
+		return 0, errMissingParam("%s is required", name)
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n <= 0 {
+		return 0, errInvalidParam("%s must be a positive integer, not %q", name, raw)
+	}
+	return n, nil
+}
+
+func boolParam(q url.Values, name string) (bool, error) {
+	switch raw := q.Get(name); raw {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	default:
+		return false, errInvalidParam("%s must be true or false, not %q", name, raw)
+	}
+}
+
+// ruleURLPreview is the rule ID of the preview refusal.
+const ruleURLPreview = "url-preview-disabled"
+
+// previewURL serves GET /_matrix/media/{v3,r0}/preview_url and
+// GET /_matrix/client/v1/media/preview_url. machi runs on a closed network
+// (LGWAN) and never fetches a URL for anyone: every request is refused,
+// shaped like a policy refusal (M_FORBIDDEN with the rule and both
+// messages), which clients take as "no preview". It is not audited: it
+// refuses a feature the server lacks, not something the user did wrong.
+func (s *Server) previewURL(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("url") == "" {
+		writeError(w, errMissingParam("url is required"))
+		return
+	}
+	writeError(w, &policy.Denial{RuleID: ruleURLPreview,
+		JA: "この環境（LGWAN）では URL のプレビューを表示できません。",
+		EN: "URL previews are not available on this closed network (LGWAN)."})
 }
