@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Thumbnails are made on demand and cached on disk, one file per media ID,
@@ -139,23 +141,27 @@ func (r *Repo) Thumbnail(ctx context.Context, mediaID string, req ThumbnailReque
 				return Thumbnail{}, fmt.Errorf("rewind media: %w", err)
 			}
 			keep = true
+			thumbServed.WithLabelValues("original").Inc()
 			return Thumbnail{ContentType: "image/" + format, ETag: strconv.Quote(item.SHA256),
 				ModTime: time.UnixMilli(item.CreatedTS), Content: f}, nil
 		}
 	}
 	path := r.thumbPath(mediaID, p)
 	if th, err := openThumb(path, item.SHA256); err == nil {
+		thumbServed.WithLabelValues("cache").Inc()
 		return th, nil
 	}
 	err = r.thumbs.once(ctx, path, func() error {
 		if _, err := os.Stat(path); err == nil {
 			return nil // made while this request looked
 		}
+		defer prometheus.NewTimer(thumbSeconds).ObserveDuration()
 		return r.generate(f, format, cfg, p, path)
 	})
 	if err != nil {
 		return Thumbnail{}, err
 	}
+	thumbServed.WithLabelValues("generated").Inc()
 	return openThumb(path, item.SHA256)
 }
 
@@ -201,16 +207,10 @@ func (r *Repo) generate(f *os.File, format string, cfg image.Config, p plan, pat
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("rewind media: %w", err)
 	}
-	img, err := decodeFirst(bufio.NewReader(f), format, cfg)
+	out, alpha, err := decodeAndRender(f, format, cfg, p)
 	if err != nil {
-		return ErrCannotThumbnail
+		return err
 	}
-	sr := p.src.Add(img.Bounds().Min)
-	if !sr.In(img.Bounds()) {
-		return ErrCannotThumbnail // the pixels disagree with the header
-	}
-	alpha := !opaque(img, sr)
-	out := render(img, sr, p.w, p.h)
 
 	tmp, err := os.CreateTemp(filepath.Join(r.dir, "tmp"), "thumb-*")
 	if err != nil {
@@ -240,6 +240,27 @@ func (r *Repo) generate(f *os.File, format string, cfg image.Config, p plan, pat
 		return fmt.Errorf("rename thumbnail: %w", err)
 	}
 	return nil
+}
+
+// decodeAndRender decodes the original and renders the plan. A decoder
+// that panics on a hostile file fails this one thumbnail, not the request
+// (nor the others waiting on it).
+func decodeAndRender(f *os.File, format string, cfg image.Config, p plan) (out image.Image, alpha bool, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			out, err = nil, fmt.Errorf("%w: the %s decoder failed: %v", ErrCannotThumbnail, format, v)
+		}
+	}()
+	img, err := decodeFirst(bufio.NewReader(f), format, cfg)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: decode %s: %v", ErrCannotThumbnail, format, err)
+	}
+	sr := p.src.Add(img.Bounds().Min)
+	if !sr.In(img.Bounds()) {
+		return nil, false, fmt.Errorf("%w: the %s pixels disagree with its header", ErrCannotThumbnail, format)
+	}
+	alpha = !opaque(img, sr)
+	return render(img, sr, p.w, p.h), alpha, nil
 }
 
 var pngMagic = []byte("\x89PNG\r\n\x1a\n")
