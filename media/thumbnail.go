@@ -82,6 +82,7 @@ type thumbnailer struct {
 	maxPixels int64
 	maxDecode int64
 	slots     chan struct{}
+	slotWait  time.Duration
 
 	mu      sync.Mutex
 	flights map[string]*flight
@@ -97,6 +98,7 @@ func newThumbnailer() thumbnailer {
 		maxPixels: defaultMaxThumbPixels,
 		maxDecode: defaultMaxThumbDecode,
 		slots:     make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
+		slotWait:  thumbSlotWait,
 		flights:   map[string]*flight{},
 	}
 }
@@ -201,7 +203,7 @@ func (r *Repo) generate(f *os.File, format string, cfg image.Config, p plan, pat
 	select {
 	case r.thumbs.slots <- struct{}{}:
 		defer func() { <-r.thumbs.slots }()
-	case <-time.After(thumbSlotWait):
+	case <-time.After(r.thumbs.slotWait):
 		return ErrBusy
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {

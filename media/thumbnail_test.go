@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/machi-chat/machi/internal/testrig"
 )
@@ -333,6 +334,21 @@ func TestThumbnail(t *testing.T) {
 				t.Errorf("%s: %v, want ErrCannotThumbnail", name, err)
 			}
 		}
+		// Every slot taken for longer than a request waits: busy, and the
+		// next request, once a slot is free, makes the thumbnail.
+		for range cap(repo.thumbs.slots) {
+			repo.thumbs.slots <- struct{}{}
+		}
+		repo.thumbs.slotWait = 50 * time.Millisecond
+		if _, err := repo.Thumbnail(ctx, ids["jpeg"], ThumbnailRequest{Width: 48, Height: 48, Crop: true}); !errors.Is(err, ErrBusy) {
+			t.Errorf("all slots taken: %v, want ErrBusy", err)
+		}
+		for range cap(repo.thumbs.slots) {
+			<-repo.thumbs.slots
+		}
+		if _, got := fetchThumb(t, repo, ids["jpeg"], ThumbnailRequest{Width: 48, Height: 48, Crop: true}); got.img.Bounds().Dx() != 48 {
+			t.Errorf("after busy: %v", got.img.Bounds())
+		}
 		if _, err := repo.Thumbnail(ctx, "AAAAAAAAAAAAAAAAAAAAAAAA", ThumbnailRequest{Width: 32, Height: 32}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("unknown media: %v", err)
 		}
@@ -410,5 +426,27 @@ func BenchmarkThumbnail(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkThumbnailCached measures a repeat request: the metadata row,
+// the original's header, and the cached file opened.
+func BenchmarkThumbnailCached(b *testing.B) {
+	ctx := context.Background()
+	repo, err := New(b.TempDir(), testrig.OpenStore(b, "sqlite"), 32<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	item, err := repo.Store(ctx, Upload{Body: bytes.NewReader(encodeJPEG(b, pattern(1600, 1200, false))), ContentType: "image/jpeg"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := ThumbnailRequest{Width: 320, Height: 240}
+	for b.Loop() {
+		th, err := repo.Thumbnail(ctx, item.MediaID, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		th.Content.Close()
 	}
 }
