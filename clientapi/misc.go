@@ -1,9 +1,10 @@
 package clientapi
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
-	"sync"
-	"time"
+	"strings"
 
 	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/storage"
@@ -44,44 +45,10 @@ func (s *Server) handleCapabilities(w http.ResponseWriter, r *http.Request) {
 	}})
 }
 
-// recentTxns remembers recent transaction IDs of endpoints whose effect is
-// not a room event (to-device), so a retry is not delivered twice.
-type recentTxns struct {
-	mu    sync.Mutex
-	seen  map[string]time.Time
-	order []string
-}
-
-const recentTxnsMax = 10000
-
-// first reports whether key is new, and remembers it.
-func (t *recentTxns) first(key string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.seen == nil {
-		t.seen = map[string]time.Time{}
-	}
-	if _, ok := t.seen[key]; ok {
-		return false
-	}
-	t.seen[key] = time.Now()
-	t.order = append(t.order, key)
-	if len(t.order) > recentTxnsMax {
-		delete(t.seen, t.order[0])
-		t.order = t.order[1:]
-	}
-	return true
-}
-
-// forget drops key after a failure, so the client's retry is attempted.
-func (t *recentTxns) forget(key string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.seen, key)
-}
-
-// handleSendToDevice serves PUT /sendToDevice/{eventType}/{txnId}.
-// Idempotent per device and txnId for the last 10,000 transactions.
+// handleSendToDevice serves PUT /sendToDevice/{eventType}/{txnId}: local
+// devices get the messages at once, other servers' users through the
+// federation outbox (durable before the 200). Idempotent per device and
+// txnId for the last 10,000 transactions.
 func (s *Server) handleSendToDevice(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	v := vars(r)
@@ -93,24 +60,50 @@ func (s *Server) handleSendToDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := dev.key() + "|" + v["txnId"]
-	if !s.toDeviceTxns.first(key) {
+	if !s.toDeviceTxns.First(key) {
 		writeJSON(w, 200, map[string]any{})
 		return
 	}
+	local := map[string]map[string]json.RawMessage{}
+	remote := map[string]map[string]map[string]json.RawMessage{}
+	for userID, byDevice := range req.Messages {
+		msgs := make(map[string]json.RawMessage, len(byDevice))
+		for d, content := range byDevice {
+			msgs[d] = json.RawMessage(content)
+		}
+		if s.rooms.IsLocal(userID) {
+			local[userID] = msgs
+		} else if _, server, ok := strings.Cut(userID, ":"); ok && strings.HasPrefix(userID, "@") && s.remote != nil {
+			if remote[server] == nil {
+				remote[server] = map[string]map[string]json.RawMessage{}
+			}
+			remote[server][userID] = msgs
+		}
+	}
+	err := s.DeliverToDevice(r.Context(), dev.UserID, v["eventType"], local)
+	if err == nil && len(remote) > 0 {
+		err = s.remote.SendToDevice(r.Context(), dev.UserID, v["eventType"], dev.DeviceID+"."+v["txnId"], remote)
+	}
+	if err != nil {
+		s.toDeviceTxns.Forget(key)
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{})
+}
+
+// DeliverToDevice stores to-device messages for local devices (user →
+// device, "*" for all of the user's devices) and wakes their long-polls.
+func (s *Server) DeliverToDevice(ctx context.Context, sender, eventType string, messages map[string]map[string]json.RawMessage) error {
 	var msgs []storage.ToDevice
 	var wake []string
-	for userID, byDevice := range req.Messages {
-		if !s.rooms.IsLocal(userID) {
-			continue // federation comes later
-		}
+	for userID, byDevice := range messages {
 		for deviceID, content := range byDevice {
 			targets := []string{deviceID}
 			if deviceID == "*" {
-				list, err := s.store.ListDevices(r.Context(), userID)
+				list, err := s.store.ListDevices(ctx, userID)
 				if err != nil {
-					s.toDeviceTxns.forget(key)
-					writeError(w, err)
-					return
+					return err
 				}
 				targets = targets[:0]
 				for _, d := range list {
@@ -118,30 +111,29 @@ func (s *Server) handleSendToDevice(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			for _, t := range targets {
-				msgs = append(msgs, storage.ToDevice{UserID: userID, DeviceID: t, Sender: dev.UserID, Type: v["eventType"], Content: content})
+				msgs = append(msgs, storage.ToDevice{UserID: userID, DeviceID: t, Sender: sender, Type: eventType, Content: content})
 			}
 		}
 		wake = append(wake, userID)
 	}
-	if len(msgs) > 0 {
-		positions := make([]int64, len(msgs))
-		for i := range msgs {
-			positions[i] = s.rooms.Stream().Allocate()
-			msgs[i].Pos = positions[i]
-		}
-		err := s.store.PutToDevice(r.Context(), msgs)
-		if err == nil {
-			for _, m := range msgs { // before Complete makes them visible
-				s.latest.putToDevice(m.UserID+"|"+m.DeviceID, m.Pos)
-			}
-		}
-		s.rooms.Stream().Complete(positions...)
-		if err != nil {
-			s.toDeviceTxns.forget(key)
-			writeError(w, err)
-			return
-		}
-		s.rooms.Notifier().Wake(wake...)
+	if len(msgs) == 0 {
+		return nil
 	}
-	writeJSON(w, 200, map[string]any{})
+	positions := make([]int64, len(msgs))
+	for i := range msgs {
+		positions[i] = s.rooms.Stream().Allocate()
+		msgs[i].Pos = positions[i]
+	}
+	err := s.store.PutToDevice(ctx, msgs)
+	if err == nil {
+		for _, m := range msgs { // before Complete makes them visible
+			s.latest.putToDevice(m.UserID+"|"+m.DeviceID, m.Pos)
+		}
+	}
+	s.rooms.Stream().Complete(positions...)
+	if err != nil {
+		return err
+	}
+	s.rooms.Notifier().Wake(wake...)
+	return nil
 }

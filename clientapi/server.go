@@ -23,6 +23,7 @@ import (
 
 	"github.com/machi-chat/machi/federation"
 	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/internal/recent"
 	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
@@ -51,7 +52,7 @@ type Server struct {
 	notices     *notices
 	push        *pusher
 
-	toDeviceTxns recentTxns
+	toDeviceTxns *recent.Set // to-device transaction IDs
 	receipts     receiptCache
 	latest       *latest
 	keyCounts    keyCounts
@@ -99,6 +100,9 @@ type Remote interface {
 	// ClaimKeys claims one-time keys of server's users (user → device →
 	// algorithm).
 	ClaimKeys(ctx context.Context, server string, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
+	// SendToDevice queues to-device messages for other servers' users
+	// (server → user → device → content); durable on return.
+	SendToDevice(ctx context.Context, sender, eventType, messageID string, byServer map[string]map[string]map[string]json.RawMessage) error
 }
 
 // Deps are the services the client API runs on.
@@ -115,20 +119,21 @@ type Deps struct {
 // New returns the client API over the given services.
 func New(cfg *config.Config, d Deps) *Server {
 	s := &Server{
-		cfg:     cfg,
-		store:   d.Store,
-		rooms:   d.Rooms,
-		media:   d.Media,
-		policy:  d.Policy,
-		audit:   d.Audit,
-		remote:  d.Remote,
-		log:     d.Log,
-		limiter: newRateLimiter(cfg.RateLimits),
-		typing:  NewTyping(d.Rooms.Notifier()),
-		tokens:  map[string]*Device{},
-		latest:  newLatest(d.Rooms.Stream().Current()),
-		touches: make(chan touch, 256),
-		stopped: make(chan struct{}),
+		cfg:          cfg,
+		store:        d.Store,
+		rooms:        d.Rooms,
+		media:        d.Media,
+		policy:       d.Policy,
+		audit:        d.Audit,
+		remote:       d.Remote,
+		log:          d.Log,
+		limiter:      newRateLimiter(cfg.RateLimits),
+		typing:       NewTyping(d.Rooms.Notifier()),
+		tokens:       map[string]*Device{},
+		toDeviceTxns: recent.New(10000),
+		latest:       newLatest(d.Rooms.Stream().Current()),
+		touches:      make(chan touch, 256),
+		stopped:      make(chan struct{}),
 	}
 	s.notices = newNotices(s)
 	s.push = newPusher(s)

@@ -11,8 +11,12 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
-// maxRequestBytes bounds an authenticated request's body.
-const maxRequestBytes = 1 << 20
+// maxRequestBytes bounds an authenticated request's body; a transaction
+// (50 PDUs of up to 64 KiB and 100 EDUs) may be larger.
+const (
+	maxRequestBytes = 1 << 20
+	maxTxnBytes     = 8 << 20
+)
 
 // signedRequest is what an X-Matrix signature covers (spec: "Request
 // Authentication").
@@ -65,7 +69,7 @@ func (f *Federation) authed(h func(w http.ResponseWriter, r *http.Request, origi
 			writeError(w, errUnauthorized("this server is %s, not %s", f.cfg.ServerName, req.Destination))
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTxnBytes))
 		if err != nil {
 			writeError(w, err)
 			return
@@ -87,6 +91,7 @@ func (f *Federation) authed(h func(w http.ResponseWriter, r *http.Request, origi
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		f.sender.contacted(string(req.Origin))
 		h(w, r, req.Origin)
 	})
 }

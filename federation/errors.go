@@ -80,13 +80,16 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 // readJSON decodes a JSON object body (at most maxRequestBytes).
-func readJSON(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
+func readJSON(r *http.Request, v any) error { return readJSONMax(r, v, maxRequestBytes) }
+
+// readJSONMax decodes a JSON object body of at most limit bytes.
+func readJSONMax(r *http.Request, v any, limit int) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 	if err != nil {
 		return errNotJSON("could not read the request body")
 	}
-	if len(body) > maxRequestBytes {
-		return newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "request body is larger than %d bytes", maxRequestBytes)
+	if len(body) > limit {
+		return newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "request body is larger than %d bytes", limit)
 	}
 	if len(body) == 0 || body[0] != '{' {
 		return errNotJSON("the request body must be a JSON object")

@@ -28,6 +28,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/internal/recent"
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/storage"
 )
@@ -47,6 +48,7 @@ type Config struct {
 // Store is what federation reads and writes.
 type Store interface {
 	storage.ServerKeys
+	storage.Outbox
 	GetUser(ctx context.Context, userID string) (storage.User, error)
 }
 
@@ -62,10 +64,12 @@ type Federation struct {
 	tr      *transport
 	client  fclient.FederationClient
 	keyRing *gomatrixserverlib.KeyRing
+	sender  *sender
+	txns    *recent.Set
 }
 
 // New sets federation up; caBundle is the resolved path of the extra CAs.
-func New(cfg Config, caBundle string, store Store, pol *policy.Engine, log *slog.Logger) (*Federation, error) {
+func New(ctx context.Context, cfg Config, caBundle string, store Store, pol *policy.Engine, log *slog.Logger) (*Federation, error) {
 	f := &Federation{cfg: cfg, public: cfg.Key.Public().(ed25519.PublicKey), store: store, policy: pol, log: log, now: cfg.Now}
 	if f.now == nil {
 		f.now = time.Now
@@ -80,11 +84,19 @@ func New(cfg Config, caBundle string, store Store, pol *policy.Engine, log *slog
 		[]*fclient.SigningIdentity{{ServerName: cfg.ServerName, KeyID: cfg.KeyID, PrivateKey: cfg.Key}},
 		fclient.WithTransport(tr), fclient.WithTimeout(30*time.Second), fclient.WithUserAgent("machi/"+cfg.Version))
 	f.keyRing = &gomatrixserverlib.KeyRing{KeyDatabase: keyDB{f}, KeyFetchers: []gomatrixserverlib.KeyFetcher{keyFetcher{f}}}
+	f.txns = recent.New(4096)
+	if f.sender, err = newSender(ctx, f); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
-// Close lets go of idle connections to other servers.
-func (f *Federation) Close() { f.tr.close() }
+// Close stops the senders (what they had not delivered stays queued) and
+// lets go of idle connections to other servers.
+func (f *Federation) Close() {
+	f.sender.close()
+	f.tr.close()
+}
 
 // allowed is the allow-list, with this server always allowed to itself.
 func (f *Federation) allowed(ctx context.Context, server string) *policy.Denial {
@@ -100,6 +112,9 @@ type Local interface {
 	LocalKeys(ctx context.Context, want map[string][]string, requester string) (KeysResult, error)
 	ClaimLocalKeys(ctx context.Context, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
 	LocalDevices(ctx context.Context, userID string) (DeviceList, error)
+	// DeliverToDevice hands to-device messages (user → device, "*" for
+	// all) to local devices.
+	DeliverToDevice(ctx context.Context, sender, eventType string, messages map[string]map[string]json.RawMessage) error
 }
 
 // Handler serves the federation listener's routes.
@@ -115,6 +130,7 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.Handle("/_matrix/federation/v1/user/keys/query", f.authed(k.query)).Methods(http.MethodPost)
 	r.Handle("/_matrix/federation/v1/user/keys/claim", f.authed(k.claim)).Methods(http.MethodPost)
 	r.Handle("/_matrix/federation/v1/user/devices/{userId}", f.authed(k.devices)).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v1/send/{txnId}", f.authed(txnHandler{f: f, local: local}.send)).Methods(http.MethodPut)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, newErr(http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized federation request"))
 	})

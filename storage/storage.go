@@ -29,6 +29,7 @@ type Store interface {
 	Keys
 	Pushers
 	ServerKeys
+	Outbox
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MaxStateGroup is the highest state group ID persisted.
@@ -477,4 +478,29 @@ type ServerKeys interface {
 	PutServerKeys(ctx context.Context, keys []ServerKey) error
 	// GetServerKeys returns the stored keys of the servers, by server name.
 	GetServerKeys(ctx context.Context, serverNames []string) (map[string][]ServerKey, error)
+}
+
+// OutboundItem is one PDU or EDU owed to another server.
+type OutboundItem struct {
+	ID          int64 // ascending in the order items were queued
+	Destination string
+	Kind        string // "pdu" or "edu"
+	Payload     []byte // the PDU or EDU JSON
+	CreatedTS   int64
+}
+
+// Outbox is the persisted queue of what other servers are owed.
+type Outbox interface {
+	// EnqueueOutbound stores items; it returns once they are durable.
+	EnqueueOutbound(ctx context.Context, items []OutboundItem) error
+	// PendingOutbound lists up to limit items of kind for destination
+	// with ID > afterID, oldest first.
+	PendingOutbound(ctx context.Context, destination, kind string, afterID int64, limit int) ([]OutboundItem, error)
+	// DeleteOutbound removes the destination's items with the given IDs
+	// (they were delivered).
+	DeleteOutbound(ctx context.Context, destination string, ids []int64) error
+	// OutboundDestinations lists the destinations with items queued.
+	OutboundDestinations(ctx context.Context) ([]string, error)
+	// MaxOutboundID is the highest item ID stored (0 if none).
+	MaxOutboundID(ctx context.Context) (int64, error)
 }

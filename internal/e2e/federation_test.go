@@ -25,9 +25,25 @@ import (
 // network, given as federation.ca_bundle), and static peers instead of DNS.
 
 type fedCity struct {
-	name string
-	addr string // federation listener
-	srv  *server.Server
+	name    string
+	addr    string // federation listener
+	cfg     config.Config
+	srv     *server.Server // nil while stopped
+	running bool
+}
+
+// stop shuts the city's machi down, as an outage would.
+func (c *fedCity) stop() {
+	stopServer(c.srv)
+	c.running = false
+}
+
+// start (re)starts the city's machi on its data.
+func (c *fedCity) start(t *testing.T) {
+	t.Helper()
+	c.srv = startUnmanaged(t, &c.cfg)
+	c.running = true
+	c.cfg.Listen.Client = c.srv.ClientAddr // a restart keeps the address clients know
 }
 
 // startFederation starts one machi per name, each allowing the servers in
@@ -51,10 +67,16 @@ func startFederation(t *testing.T, engine string, names []string, allow map[stri
 		for server, addr := range route[name] {
 			peers[server] = addr
 		}
-		c.srv = startServer(t, engine, func(cfg *config.Config) {
+		c.cfg = testConfig(t, engine, func(cfg *config.Config) {
 			cfg.ServerName = name
 			cfg.Federation = config.Federation{Listen: c.addr, TLSCert: cert, TLSKey: key, CABundle: ca.PEMPath, Peers: peers}
 			cfg.Policy.Federation.AllowedServers = allow[name]
+		})
+		c.start(t)
+		t.Cleanup(func() {
+			if c.running {
+				c.stop()
+			}
 		})
 	}
 	return cities
@@ -358,4 +380,68 @@ func doRaw(t *testing.T, c *http.Client, req *http.Request) (int, matrixErr) {
 	var me matrixErr
 	_ = json.NewDecoder(resp.Body).Decode(&me)
 	return resp.StatusCode, me
+}
+
+// TestFederatedToDevice: to-device messages (how encrypted chats share
+// their keys) cross cities through the persisted outbox; a city that is
+// down gets every message, in order, when it is back, even though the
+// sending city restarted meanwhile.
+func TestFederatedToDevice(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		send := func(txn, text string) {
+			t.Helper()
+			body := map[string]any{"messages": map[string]any{string(bob.UserID): map[string]any{string(bob.DeviceID): map[string]string{"text": text}}}}
+			if code, me := do(t, http.DefaultClient, "PUT", baseURL(cities[a].srv)+"/_matrix/client/v3/sendToDevice/m.machi.test/"+txn, alice.AccessToken, body, nil); code != 200 {
+				t.Fatalf("sendToDevice %s: %d %+v", txn, code, me)
+			}
+		}
+		received := func(since string, want int) ([]string, string) {
+			t.Helper()
+			var got []string
+			deadline := time.Now().Add(30 * time.Second)
+			for len(got) < want && time.Now().Before(deadline) {
+				resp, err := bob.SyncRequest(ctxT(t), 2000, since, "", false, "")
+				if err != nil {
+					t.Fatalf("sync: %v", err)
+				}
+				since = resp.NextBatch
+				for _, ev := range resp.ToDevice.Events {
+					if ev.Sender != alice.UserID || ev.Type.Type != "m.machi.test" {
+						t.Fatalf("to-device event: %+v", ev)
+					}
+					text, _ := ev.Content.Raw["text"].(string)
+					got = append(got, text)
+				}
+			}
+			return got, since
+		}
+
+		send("t1", "こんにちは")
+		got, since := received("", 1)
+		if len(got) != 1 || got[0] != "こんにちは" {
+			t.Fatalf("first message: %v", got)
+		}
+		send("t1", "こんにちは") // a retried request is not sent twice
+
+		// city-b goes down; alice sends three more, and city-a restarts.
+		cities[b].stop()
+		for i, text := range []string{"一", "二", "三"} {
+			send(string(rune('2'+i)), text)
+		}
+		cities[a].stop()
+		cities[a].start(t)
+		cities[b].start(t)
+		// city-b contacts city-a (a profile lookup), which tells city-a it
+		// is back: the queue goes at once, not after the backoff.
+		var prof map[string]string
+		do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/profile/"+string(alice.UserID), bob.AccessToken, nil, &prof)
+		got, _ = received(since, 3)
+		if strings.Join(got, ",") != "一,二,三" {
+			t.Fatalf("after the outage: %v, want 一,二,三 in order and once", got)
+		}
+	})
 }

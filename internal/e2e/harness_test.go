@@ -31,6 +31,14 @@ func startServer(t *testing.T, engine string, edit ...func(*config.Config)) *ser
 // startServerOpts is startServer with server options (a test clock).
 func startServerOpts(t *testing.T, engine string, opts []server.Option, edit ...func(*config.Config)) *server.Server {
 	t.Helper()
+	cfg := testConfig(t, engine, edit...)
+	return startWith(t, &cfg, opts...)
+}
+
+// testConfig is a machi configuration for tests on engine: a fresh data
+// folder and database, open registration, no rate limits.
+func testConfig(t *testing.T, engine string, edit ...func(*config.Config)) config.Config {
+	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen.Client = "127.0.0.1:0"
@@ -49,20 +57,35 @@ func startServerOpts(t *testing.T, engine string, opts []server.Option, edit ...
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// startWith starts machi on cfg, stopped at cleanup.
+func startWith(t *testing.T, cfg *config.Config, opts ...server.Option) *server.Server {
+	t.Helper()
+	srv := startUnmanaged(t, cfg, opts...)
+	t.Cleanup(func() { stopServer(srv) })
+	return srv
+}
+
+// startUnmanaged starts machi on cfg; the caller stops it (stopServer).
+func startUnmanaged(t *testing.T, cfg *config.Config, opts ...server.Option) *server.Server {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("MACHI_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, err := server.Start(context.Background(), &cfg, log, opts...)
+	srv, err := server.Start(context.Background(), cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("start machi: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Close(ctx)
-	})
 	return srv
+}
+
+func stopServer(srv *server.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Close(ctx)
 }
 
 func baseURL(srv *server.Server) string { return "http://" + srv.ClientAddr }
