@@ -30,6 +30,7 @@ import (
 	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/internal/recent"
 	"github.com/machi-chat/machi/policy"
+	"github.com/machi-chat/machi/rooms"
 	"github.com/machi-chat/machi/storage"
 )
 
@@ -57,6 +58,7 @@ type Federation struct {
 	cfg     Config
 	public  ed25519.PublicKey
 	store   Store
+	rooms   *rooms.Service
 	policy  *policy.Engine
 	log     *slog.Logger
 	now     func() time.Time
@@ -69,8 +71,8 @@ type Federation struct {
 }
 
 // New sets federation up; caBundle is the resolved path of the extra CAs.
-func New(ctx context.Context, cfg Config, caBundle string, store Store, pol *policy.Engine, log *slog.Logger) (*Federation, error) {
-	f := &Federation{cfg: cfg, public: cfg.Key.Public().(ed25519.PublicKey), store: store, policy: pol, log: log, now: cfg.Now}
+func New(ctx context.Context, cfg Config, caBundle string, store Store, rs *rooms.Service, pol *policy.Engine, log *slog.Logger) (*Federation, error) {
+	f := &Federation{cfg: cfg, public: cfg.Key.Public().(ed25519.PublicKey), store: store, rooms: rs, policy: pol, log: log, now: cfg.Now}
 	if f.now == nil {
 		f.now = time.Now
 	}
@@ -88,6 +90,11 @@ func New(ctx context.Context, cfg Config, caBundle string, store Store, pol *pol
 	if f.sender, err = newSender(ctx, f); err != nil {
 		return nil, err
 	}
+	rs.OnOutbox(func(dests []string) {
+		for _, d := range dests {
+			f.sender.poke(d)
+		}
+	})
 	return f, nil
 }
 

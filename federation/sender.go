@@ -37,7 +37,6 @@ type sender struct {
 	wg   sync.WaitGroup
 
 	enqMu sync.Mutex // IDs are stored in the order they are given
-	seq   int64
 
 	mu    sync.Mutex
 	dests map[string]*destination
@@ -50,11 +49,7 @@ type destination struct {
 }
 
 func newSender(ctx context.Context, f *Federation) (*sender, error) {
-	maxID, err := f.store.MaxOutboundID(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read outbox: %w", err)
-	}
-	s := &sender{f: f, stop: make(chan struct{}), seq: maxID, dests: map[string]*destination{}}
+	s := &sender{f: f, stop: make(chan struct{}), dests: map[string]*destination{}}
 	pending, err := f.store.OutboundDestinations(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox: %w", err)
@@ -74,8 +69,7 @@ func (s *sender) enqueue(ctx context.Context, items []storage.OutboundItem) erro
 	s.enqMu.Lock()
 	now := s.f.now().UnixMilli()
 	for i := range items {
-		s.seq++
-		items[i].ID, items[i].CreatedTS = s.seq, now
+		items[i].ID, items[i].CreatedTS = s.f.rooms.NextOutboxID(), now
 	}
 	err := s.f.store.EnqueueOutbound(ctx, items)
 	s.enqMu.Unlock()

@@ -34,6 +34,9 @@ type room struct {
 	chain  int
 	snap   *Snapshot
 	joined []string // local joined users, replaced (never mutated) on change
+	// servers are the other servers with members joined, which are sent
+	// this server's events; replaced (never mutated) on change.
+	servers []string
 
 	rmu    sync.RWMutex
 	recent []*Event // newest last, ascending Pos, at most recentMax
@@ -167,6 +170,7 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*room, error) {
 		group: row.StateGroup, chain: grp.Depth, snap: snap,
 	}
 	r.joined = s.localJoined(snap)
+	r.servers = s.remoteServers(snap)
 	// Fill the recent events, so /sync is served from memory.
 	cur := s.stream.Current()
 	// One more than kept: its position becomes recentFloor, an event

@@ -67,6 +67,9 @@ type Service struct {
 	policy Policy
 	// committed are told of every committed event (push notifications).
 	committed []func(*Event, []string)
+	// outboxed are told which servers were queued events in a batch.
+	outboxed  []func(destinations []string)
+	outboxSeq atomic.Int64
 	stream    *Stream
 	writer    *writer
 	notifier  *Notifier
@@ -116,6 +119,11 @@ func New(ctx context.Context, cfg Config, store storage.Store, pol Policy) (*Ser
 		txns:     map[string]*txnEntry{},
 	}
 	s.groupSeq.Store(group)
+	outbox, err := store.MaxOutboundID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read federation outbox: %w", err)
+	}
+	s.outboxSeq.Store(outbox)
 	s.writer = newWriter(store, cfg.Log, s.afterCommit)
 	return s, nil
 }
@@ -325,7 +333,11 @@ func userIDForSender(_ spec.RoomID, sender spec.SenderID) (*spec.UserID, error) 
 // apply makes ev the room's newest event in memory and returns its commit.
 // newRoom is set for a create event.
 func (s *Service) apply(r *room, ev *Event, newRoom *storage.Room) *pending {
+	before := r.servers
 	c := s.applyOne(r, ev, newRoom)
+	if s.IsLocal(ev.Sender()) {
+		c.Outbox = s.outboxFor(ev, before, r.servers, "")
+	}
 	r.inflight.Add(1)
 	return &pending{commits: []storage.EventCommit{c}, evs: []*Event{ev}, room: r, joined: r.joined}
 }
@@ -353,6 +365,7 @@ func (s *Service) applyOne(r *room, ev *Event, newRoom *storage.Room) storage.Ev
 		if ev.Type() == spec.MRoomMember {
 			c.Membership = &storage.Membership{RoomID: r.id, UserID: *ev.StateKey(), Membership: ev.Membership(), EventID: ev.ID(), Pos: ev.Pos}
 			r.joined = s.localJoined(snap)
+			r.servers = s.remoteServers(snap)
 		}
 	}
 	r.latest, r.depth = c.Latest, c.Depth
@@ -376,6 +389,7 @@ func (s *Service) localJoined(snap *Snapshot) []string {
 func (s *Service) afterCommit(batch []*pending, _ error) {
 	positions := make([]int64, 0, len(batch))
 	wake := map[string]struct{}{}
+	outboxed := map[string]struct{}{}
 	for _, p := range batch {
 		p.room.inflight.Add(-1)
 		for _, ev := range p.evs {
@@ -392,6 +406,9 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 			wake[u] = struct{}{}
 		}
 		for _, c := range p.commits {
+			for _, it := range c.Outbox {
+				outboxed[it.Destination] = struct{}{}
+			}
 			if m := c.Membership; m != nil && s.IsLocal(m.UserID) {
 				s.members.update(*m)
 				wake[m.UserID] = struct{}{}
@@ -414,6 +431,15 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 		users = append(users, u)
 	}
 	s.notifier.Wake(users...)
+	if len(outboxed) > 0 {
+		dests := make([]string, 0, len(outboxed))
+		for d := range outboxed {
+			dests = append(dests, d)
+		}
+		for _, fn := range s.outboxed {
+			fn(dests)
+		}
+	}
 }
 
 // OnCommit registers fn to be told of every committed event with the local

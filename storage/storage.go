@@ -171,6 +171,12 @@ type EventCommit struct {
 	// and RedactedJSON that event's JSON with its content stripped.
 	Redacts      string
 	RedactedJSON []byte
+	// CurrentState, when set, are entries of the room's current state that
+	// changed besides the event's own (state resolution between branches).
+	CurrentState []StateEntry
+	// Outbox are what other servers must be sent of this event, committed
+	// with it so that an acknowledged event always reaches them.
+	Outbox []OutboundItem
 }
 
 // Rooms is the event graph and room state.

@@ -147,7 +147,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 	var remote clientapi.Remote
 	if cfg.Federation.Listen != "" {
 		s.Federation, err = federation.New(ctx, federation.Config{ServerName: spec.ServerName(cfg.ServerName), KeyID: keyID, Key: key,
-			Federation: cfg.Federation, Version: Version, Now: o.now}, cfg.Path(cfg.Federation.CABundle), s.Store, s.Policy, log)
+			Federation: cfg.Federation, Version: Version, Now: o.now}, cfg.Path(cfg.Federation.CABundle), s.Store, s.Rooms, s.Policy, log)
 		if err != nil {
 			return nil, err
 		}

@@ -79,6 +79,19 @@ func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 			return fmt.Errorf("update current state: %w", err)
 		}
 	}
+	for _, e := range c.CurrentState {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
+			ev.RoomID, e.Type, e.StateKey, e.EventID); err != nil {
+			return fmt.Errorf("update current state: %w", err)
+		}
+	}
+	for _, it := range c.Outbox {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO federation_outbox (id, destination, kind, payload, created_ts) VALUES ($1, $2, $3, $4, $5)`,
+			it.ID, it.Destination, it.Kind, string(it.Payload), it.CreatedTS); err != nil {
+			return fmt.Errorf("queue event for %s: %w", it.Destination, err)
+		}
+	}
 	if m := c.Membership; m != nil {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES ($1, $2, $3, $4, $5, 0)
 			ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
