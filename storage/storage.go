@@ -171,6 +171,9 @@ type EventCommit struct {
 	// and RedactedJSON that event's JSON with its content stripped.
 	Redacts      string
 	RedactedJSON []byte
+	// ExtraGroups are state groups to store before the event: the state
+	// before it, or the room's current state, where branches met.
+	ExtraGroups []*StateGroup
 	// CurrentState, when set, are entries of the room's current state that
 	// changed besides the event's own (state resolution between branches).
 	CurrentState []StateEntry

@@ -62,16 +62,14 @@ func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 		ev.Pos, ev.EventID, ev.RoomID, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.StateGroup, string(ev.JSON), ev.RedactedBy, ev.TxnDevice, ev.TxnID); err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
-	if g := c.NewGroup; g != nil {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)`,
-			g.ID, g.RoomID, g.Prev, g.Depth); err != nil {
-			return fmt.Errorf("insert state group: %w", err)
+	for _, g := range c.ExtraGroups {
+		if err := insertGroup(ctx, tx, g); err != nil {
+			return err
 		}
-		for _, e := range g.Entries {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
-				g.ID, e.Type, e.StateKey, e.EventID); err != nil {
-				return fmt.Errorf("insert state group entry: %w", err)
-			}
+	}
+	if g := c.NewGroup; g != nil {
+		if err := insertGroup(ctx, tx, g); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
@@ -104,6 +102,20 @@ func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $2, event_json = $3 WHERE event_id = $1`,
 			c.Redacts, ev.EventID, string(c.RedactedJSON)); err != nil {
 			return fmt.Errorf("redact event: %w", err)
+		}
+	}
+	return nil
+}
+
+func insertGroup(ctx context.Context, tx *txn, g *storage.StateGroup) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)`,
+		g.ID, g.RoomID, g.Prev, g.Depth); err != nil {
+		return fmt.Errorf("insert state group: %w", err)
+	}
+	for _, e := range g.Entries {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
+			g.ID, e.Type, e.StateKey, e.EventID); err != nil {
+			return fmt.Errorf("insert state group entry: %w", err)
 		}
 	}
 	return nil

@@ -1,0 +1,369 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/policy"
+	"github.com/machi-chat/machi/storage"
+)
+
+// Events from other servers enter the same write path as local ones:
+//
+//	room lock → state before the event (from its prev_events; resolved
+//	where branches meet) → Matrix auth rules against that state and
+//	against the current state → policy → stream position → in-memory room
+//	(forward extremities, current state resolved over the branches) →
+//	group-commit writer → unlock → wait for commit → notify
+//
+// The caller (package federation) has checked the event's signatures and
+// hashes and fetched missing prev_events first.
+
+// ErrMissingPrev is an event whose prev_events this server does not have.
+type ErrMissingPrev struct{ IDs []string }
+
+func (e *ErrMissingPrev) Error() string { return fmt.Sprintf("missing prev_events %v", e.IDs) }
+
+// ReceiveRequest is an event another server sent.
+type ReceiveRequest struct {
+	PDU    gomatrixserverlib.PDU
+	Origin spec.ServerName
+	// Forward sends the event on to the room's other servers (for a join
+	// that came through send_join: the joining server knows nobody yet).
+	Forward bool
+}
+
+// Receive puts another server's event into its room. It returns the event
+// once durable; an event already stored is returned as it is.
+func (s *Service) Receive(ctx context.Context, req *ReceiveRequest) (*Event, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := s.room(ctx, req.PDU.RoomID().String())
+		if err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		p, known, err := s.prepareRemote(ctx, r, req)
+		if err == nil && p != nil {
+			s.writer.enqueue(p)
+		}
+		r.mu.Unlock()
+		if err != nil || known != nil {
+			return known, err
+		}
+		<-p.done
+		if errors.Is(p.err, errRoomReset) && attempt == 0 {
+			continue
+		}
+		if p.err != nil {
+			return nil, fmt.Errorf("commit event: %w", p.err)
+		}
+		return p.evs[0], nil
+	}
+}
+
+func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveRequest) (*pending, *Event, error) {
+	if r.broken.Load() {
+		return nil, nil, errRoomReset
+	}
+	pdu := req.PDU
+	if rows, err := s.store.GetEvents(ctx, []string{pdu.EventID()}); err != nil {
+		return nil, nil, err
+	} else if len(rows) > 0 {
+		evs, err := s.fromRows(ctx, r.version, rows)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, evs[0], nil
+	}
+	before, beforeGroup, err := s.stateBefore(ctx, r, pdu)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := gomatrixserverlib.Allowed(pdu, authProvider{before}, userIDForSender); err != nil {
+		return nil, nil, &Forbidden{Reason: "not allowed by the state before it: " + err.Error()}
+	}
+	if before != r.snap {
+		// Soft failure: allowed where it was sent from, but not by the
+		// room as it is now (say, its sender was banned meanwhile).
+		if err := gomatrixserverlib.Allowed(pdu, authProvider{r.snap}, userIDForSender); err != nil {
+			return nil, nil, &Forbidden{Reason: "not allowed by the room's current state: " + err.Error()}
+		}
+	}
+	if d := s.policy.CheckEvent(ctx, policy.EventInput{
+		Sender: string(pdu.SenderID()), RoomID: r.id, Type: pdu.Type(), StateKey: pdu.StateKey(), Content: json.RawMessage(pdu.Content()),
+		Actor: policy.Actor{Origin: policy.OriginFederation},
+	}); d != nil {
+		return nil, nil, d
+	}
+	// What a server says in unsigned is not signed: keep only what this
+	// server knows, as for its own events.
+	var unsigned []byte
+	if sk := pdu.StateKey(); sk != nil {
+		if replaced := before.Get(pdu.Type(), *sk); replaced != nil {
+			unsigned, _ = json.Marshal(unsignedExtra{PrevContent: replaced.PDU.Content(), PrevSender: replaced.Sender(), ReplacesState: replaced.ID()})
+		}
+	}
+	pdu, err = pdu.SetUnsigned(json.RawMessage(orEmpty(unsigned)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	ev, err := newEvent(pdu, s.stream.Allocate(), beforeGroup.id, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	serversBefore := r.servers
+	c, err := s.applyRemote(ctx, r, ev, before, beforeGroup)
+	if err != nil {
+		s.stream.Complete(ev.Pos)
+		return nil, nil, err
+	}
+	if req.Forward {
+		c.Outbox = s.outboxFor(ev, serversBefore, r.servers, string(req.Origin))
+	}
+	r.inflight.Add(1)
+	return &pending{commits: []storage.EventCommit{c}, evs: []*Event{ev}, room: r, joined: r.joined}, nil, nil
+}
+
+func orEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return []byte("{}")
+	}
+	return b
+}
+
+// groupRef is a state group: an existing one (id) or one to store (g).
+type groupRef struct {
+	id int64
+	g  *storage.StateGroup
+}
+
+// stateBefore is the room state before pdu: after its prev_events,
+// resolved where they disagree.
+func (s *Service) stateBefore(ctx context.Context, r *room, pdu gomatrixserverlib.PDU) (*Snapshot, groupRef, error) {
+	prevs := pdu.PrevEventIDs()
+	if len(prevs) == 0 {
+		return nil, groupRef{}, fmt.Errorf("%w: an event without prev_events", ErrBadEvent)
+	}
+	if slices.Equal(sortedCopy(prevs), sortedCopy(r.latest)) {
+		return r.snap, groupRef{id: r.group}, nil // on top of the room as it is: the common case
+	}
+	rows, err := s.store.GetEvents(ctx, prevs)
+	if err != nil {
+		return nil, groupRef{}, err
+	}
+	if len(rows) < len(prevs) {
+		have := map[string]bool{}
+		for _, row := range rows {
+			have[row.EventID] = true
+		}
+		missing := &ErrMissingPrev{}
+		for _, id := range prevs {
+			if !have[id] {
+				missing.IDs = append(missing.IDs, id)
+			}
+		}
+		return nil, groupRef{}, missing
+	}
+	evs, err := s.fromRows(ctx, r.version, rows)
+	if err != nil {
+		return nil, groupRef{}, err
+	}
+	var snaps []*Snapshot
+	for _, prev := range evs {
+		snap, err := s.StateAt(ctx, r.version, prev.StateGroup)
+		if err != nil {
+			return nil, groupRef{}, err
+		}
+		if prev.IsState() {
+			snap = snap.with(prev)
+		}
+		snaps = append(snaps, snap)
+	}
+	if len(evs) == 1 && !evs[0].IsState() {
+		return snaps[0], groupRef{id: evs[0].StateGroup}, nil // a message leaves the state as it was
+	}
+	resolved, err := s.resolve(ctx, r.version, snaps...)
+	if err != nil {
+		return nil, groupRef{}, err
+	}
+	return resolved, s.wholeGroup(r, resolved), nil
+}
+
+// wholeGroup is a new state group holding snap whole.
+func (s *Service) wholeGroup(r *room, snap *Snapshot) groupRef {
+	g := &storage.StateGroup{ID: s.groupSeq.Add(1), RoomID: r.id, Entries: snap.entries()}
+	s.snaps.put(g.ID, snap)
+	return groupRef{id: g.ID, g: g}
+}
+
+func sortedCopy(ids []string) []string {
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return out
+}
+
+// applyRemote makes ev part of the room in memory: it becomes a forward
+// extremity in place of its prev_events, and the current state is the
+// resolution of the branches' states.
+func (s *Service) applyRemote(ctx context.Context, r *room, ev *Event, before *Snapshot, beforeGroup groupRef) (storage.EventCommit, error) {
+	c := storage.EventCommit{Event: ev.row()}
+	if beforeGroup.g != nil {
+		c.ExtraGroups = append(c.ExtraGroups, beforeGroup.g)
+	}
+	after, afterGroup := before, beforeGroup.id
+	if ev.IsState() {
+		after = before.with(ev)
+		g := &storage.StateGroup{ID: s.groupSeq.Add(1), RoomID: r.id, Prev: beforeGroup.id,
+			Entries: []storage.StateEntry{{Type: ev.Type(), StateKey: *ev.StateKey(), EventID: ev.ID()}}}
+		if beforeGroup.id == r.group {
+			g.Depth = r.chain + 1
+		}
+		if beforeGroup.g != nil || g.Depth == 0 || g.Depth > maxChain {
+			g.Prev, g.Depth, g.Entries = 0, 0, after.entries()
+		}
+		c.NewGroup, afterGroup = g, g.ID
+		s.snaps.put(g.ID, after)
+	}
+	latest := []string{ev.ID()}
+	for _, id := range r.latest {
+		if !slices.Contains(ev.PDU.PrevEventIDs(), id) {
+			latest = append(latest, id)
+		}
+	}
+	current, currentGroup, chain := after, afterGroup, 0
+	if c.NewGroup != nil {
+		chain = c.NewGroup.Depth
+	}
+	if len(latest) > 1 {
+		// Other branches stay open: the room's state is theirs and this
+		// one's, resolved.
+		resolved, err := s.resolve(ctx, r.version, r.snap, after)
+		if err != nil {
+			return c, err
+		}
+		if sameState(resolved, r.snap) {
+			current, currentGroup, chain = r.snap, r.group, r.chain
+		} else {
+			ref := s.wholeGroup(r, resolved)
+			c.ExtraGroups = append(c.ExtraGroups, ref.g)
+			current, currentGroup, chain = resolved, ref.id, 0
+		}
+	}
+	if current != r.snap {
+		for k, e := range current.events {
+			if old := r.snap.events[k]; old == nil || old.ID() != e.ID() {
+				c.CurrentState = append(c.CurrentState, storage.StateEntry{Type: k.Type, StateKey: k.Key, EventID: e.ID()})
+			}
+		}
+	}
+	if ev.IsState() {
+		// The store makes a state event current; where it lost the
+		// resolution, the winner is written after it.
+		if won := current.Get(ev.Type(), *ev.StateKey()); won != nil && won.ID() != ev.ID() {
+			c.CurrentState = append(c.CurrentState, storage.StateEntry{Type: ev.Type(), StateKey: *ev.StateKey(), EventID: won.ID()})
+		}
+	}
+	if ev.Type() == spec.MRoomMember {
+		m := current.Get(spec.MRoomMember, *ev.StateKey())
+		if m != nil {
+			c.Membership = &storage.Membership{RoomID: r.id, UserID: *ev.StateKey(), Membership: m.Membership(), EventID: m.ID(), Pos: ev.Pos}
+		}
+	}
+	c.Latest, c.Depth, c.StateGroup = latest, max(r.depth, ev.PDU.Depth()), currentGroup
+	r.latest, r.depth, r.group, r.chain, r.snap = c.Latest, c.Depth, currentGroup, chain, current
+	r.joined, r.servers = s.localJoined(current), s.remoteServers(current)
+	r.addRecent(ev)
+	return c, nil
+}
+
+// sameState reports whether a and b hold the same events.
+func sameState(a, b *Snapshot) bool {
+	if len(a.events) != len(b.events) {
+		return false
+	}
+	for k, e := range a.events {
+		if o := b.events[k]; o == nil || o.ID() != e.ID() {
+			return false
+		}
+	}
+	return true
+}
+
+// resolve is the room version's state resolution over the snapshots.
+func (s *Service) resolve(ctx context.Context, version gomatrixserverlib.IRoomVersion, snaps ...*Snapshot) (*Snapshot, error) {
+	conflict := false
+	for _, snap := range snaps[1:] {
+		if !sameState(snap, snaps[0]) {
+			conflict = true
+			break
+		}
+	}
+	if !conflict {
+		return snaps[0], nil
+	}
+	byID := map[string]*Event{}
+	var stateEvents []gomatrixserverlib.PDU
+	for _, snap := range snaps {
+		for _, ev := range snap.events {
+			if _, ok := byID[ev.ID()]; !ok {
+				byID[ev.ID()] = ev
+				stateEvents = append(stateEvents, ev.PDU)
+			}
+		}
+	}
+	authChain, err := s.authChain(ctx, version, stateEvents)
+	if err != nil {
+		return nil, err
+	}
+	resolved, err := gomatrixserverlib.ResolveConflicts(version.Version(), stateEvents, authChain, userIDForSender,
+		func(string) bool { return false })
+	if err != nil {
+		return nil, fmt.Errorf("resolve state: %w", err)
+	}
+	out := &Snapshot{events: make(map[StateKey]*Event, len(resolved))}
+	for _, pdu := range resolved {
+		ev := byID[pdu.EventID()]
+		if ev == nil {
+			continue // an auth event that is not room state
+		}
+		out.events[StateKey{ev.Type(), *ev.StateKey()}] = ev
+	}
+	return out, nil
+}
+
+// authChain loads the auth events of events, and theirs, to the create event.
+func (s *Service) authChain(ctx context.Context, version gomatrixserverlib.IRoomVersion, events []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	var out []gomatrixserverlib.PDU
+	next := events
+	for len(next) > 0 {
+		var ids []string
+		for _, ev := range next {
+			for _, id := range ev.AuthEventIDs() {
+				if !seen[id] {
+					seen[id] = true
+					ids = append(ids, id)
+				}
+			}
+		}
+		if len(ids) == 0 {
+			break
+		}
+		evs, err := s.loadEvents(ctx, version, ids)
+		if err != nil {
+			return nil, err
+		}
+		next = next[:0:0]
+		for _, ev := range evs {
+			out = append(out, ev.PDU)
+			next = append(next, ev.PDU)
+		}
+	}
+	return out, nil
+}
