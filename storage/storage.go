@@ -30,6 +30,7 @@ type Store interface {
 	Pushers
 	ServerKeys
 	Outbox
+	KeyBackups
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MaxStateGroup is the highest state group ID persisted.
@@ -75,8 +76,8 @@ type Accounts interface {
 	SetAdmin(ctx context.Context, userID string, admin bool) error
 	SetSuspended(ctx context.Context, userID string, suspended bool) error
 	// DeactivateUser marks the account deactivated, clears its password
-	// and profile and removes every device and encryption key, in one
-	// transaction.
+	// and profile and removes every device, encryption key and key
+	// backup, in one transaction.
 	DeactivateUser(ctx context.Context, userID string) error
 	SetDisplayName(ctx context.Context, userID, name string) error
 	SetAvatarURL(ctx context.Context, userID, url string) error
@@ -512,4 +513,64 @@ type Outbox interface {
 	OutboundDestinations(ctx context.Context) ([]string, error)
 	// MaxOutboundID is the highest item ID stored (0 if none).
 	MaxOutboundID(ctx context.Context) (int64, error)
+}
+
+// KeyBackup is one version of a user's server-side room key backup.
+type KeyBackup struct {
+	Version   string // opaque to clients; decimal, increasing per user
+	Algorithm string
+	AuthData  []byte // JSON object
+	BackupStats
+}
+
+// BackupStats is what a client compares to learn whether another client
+// changed a backup: how many keys it holds and a tag that changes with them.
+type BackupStats struct {
+	Count int
+	ETag  string
+}
+
+// BackupKey is one Megolm session's key in a backup. SessionData is
+// encrypted by the client; the other fields decide which copy is kept.
+type BackupKey struct {
+	RoomID            string
+	SessionID         string
+	FirstMessageIndex int64
+	ForwardedCount    int64
+	IsVerified        bool
+	SessionData       []byte // JSON object
+}
+
+// WrongBackupVersionError is a write to a backup version that is not the
+// user's current one.
+type WrongBackupVersionError struct{ Current string }
+
+func (e *WrongBackupVersionError) Error() string {
+	return "storage: not the current backup version (" + e.Current + ")"
+}
+
+// KeyBackups are the users' room key backups. A user's current version is
+// the newest not deleted; a deleted version stays deleted, and its number
+// is never reused. Versions that do not exist, or were deleted, are
+// ErrNotFound.
+type KeyBackups interface {
+	CreateKeyBackup(ctx context.Context, userID, algorithm string, authData []byte) (version string, err error)
+	// KeyBackup returns a version, or the current one when version is "".
+	KeyBackup(ctx context.Context, userID, version string) (KeyBackup, error)
+	// UpdateKeyBackup replaces a version's auth data.
+	UpdateKeyBackup(ctx context.Context, userID, version string, authData []byte) error
+	// DeleteKeyBackup deletes a version and its keys; deleting one already
+	// deleted is not an error.
+	DeleteKeyBackup(ctx context.Context, userID, version string) error
+	// PutBackupKeys stores keys in version, which must be the current one
+	// (ErrNotFound when the user has none, *WrongBackupVersionError when
+	// it is another). A stored key is replaced only by a better one: a
+	// verified one over an unverified one, then the lower
+	// first_message_index, then the lower forwarded_count.
+	PutBackupKeys(ctx context.Context, userID, version string, keys []BackupKey) (BackupStats, error)
+	// BackupKeys lists a version's keys: all, one room's (roomID), or one
+	// session's (roomID and sessionID).
+	BackupKeys(ctx context.Context, userID, version, roomID, sessionID string) ([]BackupKey, error)
+	// DeleteBackupKeys deletes keys from a version, selected like BackupKeys.
+	DeleteBackupKeys(ctx context.Context, userID, version, roomID, sessionID string) (BackupStats, error)
 }
