@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -231,34 +232,6 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, loginResponse{UserID: userID, AccessToken: tok, DeviceID: deviceID, HomeServer: s.cfg.ServerName})
 }
 
-// uiaPassword runs user-interactive auth with m.login.password for a
-// sensitive request by dev: it returns nil once the password is given.
-func (s *Server) uiaPassword(w http.ResponseWriter, r *http.Request, dev *Device, auth *passwordAuth) bool {
-	if auth == nil || auth.Type == "" {
-		writeJSON(w, http.StatusUnauthorized, map[string]any{
-			"flows": []any{map[string]any{"stages": []string{"m.login.password"}}}, "params": map[string]any{}, "session": randomToken(12),
-		})
-		return false
-	}
-	if auth.Type != "m.login.password" {
-		writeError(w, errBadJSON("unsupported auth type %q", auth.Type))
-		return false
-	}
-	if auth.Identifier.User == "" && auth.User == "" {
-		auth.Identifier = identifier{Type: "m.id.user", User: dev.UserID}
-	}
-	userID, err := s.checkPassword(r.Context(), *auth)
-	if err != nil {
-		writeError(w, err)
-		return false
-	}
-	if userID != dev.UserID {
-		writeError(w, errForbidden("the password given is not for your account"))
-		return false
-	}
-	return true
-}
-
 // handleRegister serves POST /_matrix/client/v3/register: open registration
 // (when enabled) with the m.login.dummy stage.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
@@ -468,19 +441,23 @@ func (s *Server) handleLogoutAll(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	var req struct {
-		NewPassword   string        `json:"new_password"`
-		LogoutDevices *bool         `json:"logout_devices"`
-		Auth          *passwordAuth `json:"auth"`
+		NewPassword   string   `json:"new_password"`
+		LogoutDevices *bool    `json:"logout_devices"`
+		Auth          *uiaAuth `json:"auth"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
-	if !s.uiaPassword(w, r, dev, req.Auth) {
-		return
-	}
 	if req.NewPassword == "" {
 		writeError(w, errMissingParam("new_password is required"))
+		return
+	}
+	if len(req.NewPassword) > 512 {
+		writeError(w, newErr(http.StatusBadRequest, "M_WEAK_PASSWORD", "password is too long"))
+		return
+	}
+	if !s.uia(w, r, dev, "account/password", req.Auth) {
 		return
 	}
 	var err error
@@ -505,13 +482,13 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	var req struct {
-		Auth *passwordAuth `json:"auth"`
+		Auth *uiaAuth `json:"auth"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
-	if !s.uiaPassword(w, r, dev, req.Auth) {
+	if !s.uia(w, r, dev, "account/deactivate", req.Auth) {
 		return
 	}
 	if err := s.leaveAll(r.Context(), dev.actor(), dev.UserID); err != nil {
@@ -607,8 +584,8 @@ func (s *Server) handleDeleteDevices(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request, ids []string, fromBody bool) {
 	dev := DeviceFrom(r.Context())
 	var req struct {
-		Devices []string      `json:"devices"`
-		Auth    *passwordAuth `json:"auth"`
+		Devices []string `json:"devices"`
+		Auth    *uiaAuth `json:"auth"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
@@ -631,7 +608,8 @@ func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request, ids []str
 			return
 		}
 	}
-	if !s.uiaPassword(w, r, dev, req.Auth) {
+	// The session is bound to the devices it deletes, in any order.
+	if !s.uia(w, r, dev, "delete_devices:"+strings.Join(slices.Sorted(slices.Values(ids)), "\x00"), req.Auth) {
 		return
 	}
 	hashes := map[string]string{}

@@ -564,46 +564,53 @@ func (s *Server) visibleDeviceChanges(ctx context.Context, userID string, from, 
 	return out, nil
 }
 
-// handleDeviceSigningUpload serves POST /keys/device_signing/upload. The
-// first upload needs no further auth; replacing keys needs the password.
+// handleDeviceSigningUpload serves POST /_matrix/client/v3/keys/device_signing/upload.
+// UIA is needed only to replace keys (spec v1.11): a first upload needs
+// none, and an upload of the keys already stored changes nothing and needs
+// none either, which makes a retry after a lost response idempotent.
 func (s *Server) handleDeviceSigningUpload(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	var req struct {
 		Master      json.RawMessage `json:"master_key"`
 		SelfSigning json.RawMessage `json:"self_signing_key"`
 		UserSigning json.RawMessage `json:"user_signing_key"`
-		Auth        *passwordAuth   `json:"auth"`
+		Auth        *uiaAuth        `json:"auth"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
 	ctx := r.Context()
+	keys := map[string]json.RawMessage{}
+	for typ, raw := range map[string]json.RawMessage{"master": req.Master, "self_signing": req.SelfSigning, "user_signing": req.UserSigning} {
+		if len(raw) == 0 || string(raw) == "null" {
+			continue
+		}
+		if err := s.checkCrossSigningKey(dev, typ, raw); err != nil {
+			writeError(w, err)
+			return
+		}
+		keys[typ] = raw
+	}
 	existing, err := s.store.CrossSigningKeys(ctx, []string{dev.UserID})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if existing[dev.UserID]["master"] != nil && !s.uiaPassword(w, r, dev, req.Auth) {
+	stored := existing[dev.UserID]
+	for typ, raw := range keys {
+		if stored[typ] != nil && sameCrossSigningKey(stored[typ], raw) {
+			delete(keys, typ) // kept as stored, with the signatures merged into it since
+		}
+	}
+	if len(keys) == 0 {
+		writeJSON(w, http.StatusOK, map[string]any{})
 		return
 	}
-	for typ, raw := range map[string]json.RawMessage{"master": req.Master, "self_signing": req.SelfSigning, "user_signing": req.UserSigning} {
-		if len(raw) == 0 || string(raw) == "null" {
-			continue
-		}
-		var k struct {
-			UserID string            `json:"user_id"`
-			Usage  []string          `json:"usage"`
-			Keys   map[string]string `json:"keys"`
-		}
-		if err := json.Unmarshal(raw, &k); err != nil || !rawObject(raw) {
-			writeError(w, errBadJSON("%s_key must be a cross-signing key object", typ))
-			return
-		}
-		if k.UserID != dev.UserID || len(k.Keys) != 1 || !slices.Contains(k.Usage, typ) {
-			writeError(w, errInvalidParam("%s_key must be this user's, with one key and usage %q", typ, typ))
-			return
-		}
+	if stored["master"] != nil && !s.uia(w, r, dev, "keys/device_signing/upload", req.Auth) {
+		return
+	}
+	for typ, raw := range keys {
 		if err := s.store.PutCrossSigningKey(ctx, dev.UserID, typ, raw); err != nil {
 			writeError(w, err)
 			return
@@ -614,6 +621,39 @@ func (s *Server) handleDeviceSigningUpload(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{})
+}
+
+// checkCrossSigningKey checks that raw is one of dev's user's
+// cross-signing keys of type typ.
+func (s *Server) checkCrossSigningKey(dev *Device, typ string, raw json.RawMessage) error {
+	var k struct {
+		UserID string            `json:"user_id"`
+		Usage  []string          `json:"usage"`
+		Keys   map[string]string `json:"keys"`
+	}
+	if err := json.Unmarshal(raw, &k); err != nil || !rawObject(raw) {
+		return errBadJSON("%s_key must be a cross-signing key object", typ)
+	}
+	if k.UserID != dev.UserID || len(k.Keys) != 1 || !slices.Contains(k.Usage, typ) {
+		return errInvalidParam("%s_key must be this user's, with one key and usage %q", typ, typ)
+	}
+	return nil
+}
+
+// sameCrossSigningKey reports whether two cross-signing keys are the same
+// key for the same use, whatever signatures each carries.
+func sameCrossSigningKey(a, b []byte) bool {
+	strip := func(js []byte) []byte {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(js, &m) != nil {
+			return nil
+		}
+		delete(m, "signatures")
+		out, _ := json.Marshal(m)
+		return out
+	}
+	x, y := strip(a), strip(b)
+	return x != nil && y != nil && jsonEqual(x, y)
 }
 
 // handleSignaturesUpload serves POST /keys/signatures/upload: signatures of

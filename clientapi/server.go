@@ -49,6 +49,7 @@ type Server struct {
 
 	enroll      enrollment
 	loginTokens loginTokens
+	uiaSessions uiaSessions
 	notices     *notices
 	push        *pusher
 
