@@ -92,6 +92,18 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "POST", "/keys/device_signing/upload", auth, s.handleDeviceSigningUpload)
 	s.handle(r, "POST", "/keys/signatures/upload", auth, s.handleSignaturesUpload)
 
+	// Server-side room key backups.
+	s.handle(r, "POST", "/room_keys/version", auth, s.handleCreateBackupVersion)
+	s.handle(r, "GET", "/room_keys/version", auth, s.handleGetBackupVersion)
+	s.handle(r, "GET", "/room_keys/version/{version}", auth, s.handleGetBackupVersion)
+	s.handle(r, "PUT", "/room_keys/version/{version}", auth, s.handlePutBackupVersion)
+	s.handle(r, "DELETE", "/room_keys/version/{version}", auth, s.handleDeleteBackupVersion)
+	for _, p := range []string{"/room_keys/keys", "/room_keys/keys/{roomId}", "/room_keys/keys/{roomId}/{sessionId}"} {
+		s.handle(r, "GET", p, auth, s.handleGetBackupKeys)
+		s.handle(r, "PUT", p, auth, s.handlePutBackupKeys)
+		s.handle(r, "DELETE", p, auth, s.handleDeleteBackupKeys)
+	}
+
 	// Profiles.
 	s.handle(r, "GET", "/profile/{userId}", open, s.handleGetProfile)
 	s.handle(r, "GET", "/profile/{userId}/{field}", open, s.handleGetProfile)
