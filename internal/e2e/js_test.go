@@ -11,7 +11,7 @@ import (
 	"github.com/machi-chat/machi/internal/testrig"
 )
 
-// TestMatrixJSSDK runs js/chat.test.mjs and js/e2ee.test.mjs — matrix-js-sdk from npm, pinned by
+// TestMatrixJSSDK runs js/chat.test.mjs, js/e2ee.test.mjs and js/backup.test.mjs — matrix-js-sdk from npm, pinned by
 // js/package-lock.json — against machi. make test installs the packages and
 // sets MACHI_REQUIRE_JS, so there it fails rather than skips.
 func TestMatrixJSSDK(t *testing.T) {
@@ -28,9 +28,9 @@ func TestMatrixJSSDK(t *testing.T) {
 	}
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
 		srv := startServer(t, engine)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, node, "--test", "chat.test.mjs", "e2ee.test.mjs")
+		cmd := exec.CommandContext(ctx, node, "--test", "chat.test.mjs", "e2ee.test.mjs", "backup.test.mjs")
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "MACHI_URL="+specProxy(t, baseURL(srv)))
 		out, err := cmd.CombinedOutput()
