@@ -161,23 +161,28 @@ func (s *Server) uia(w http.ResponseWriter, r *http.Request, dev *Device, purpos
 		writeUIA(w, session, nil)
 		return false
 	}
-	if session == "" {
-		session = s.uiaSessions.start(dev.UserID, purpose, now)
+	// A client may send the password without asking first; a session is
+	// made only if it has to try again.
+	retry := func(failed *Error) {
+		if session == "" {
+			session = s.uiaSessions.start(dev.UserID, purpose, now)
+		}
+		writeUIA(w, session, failed)
 	}
 	if auth.Type != uiaStage {
-		writeUIA(w, session, newErr(http.StatusUnauthorized, "M_UNRECOGNIZED", "authentication type %q is not offered: use %s", auth.Type, uiaStage))
+		retry(newErr(http.StatusUnauthorized, "M_UNRECOGNIZED", "authentication type %q is not offered: use %s", auth.Type, uiaStage))
 		return false
 	}
 	if err := s.uiaPassword(r, dev, auth); err != nil {
 		var me *Error
 		if errors.As(err, &me) && me.Code == "M_FORBIDDEN" {
-			writeUIA(w, session, me)
+			retry(me)
 		} else {
 			writeError(w, err)
 		}
 		return false
 	}
-	if !s.uiaSessions.finish(session) {
+	if session != "" && !s.uiaSessions.finish(session) {
 		writeError(w, errForbidden("this authentication session has already been used"))
 		return false
 	}
