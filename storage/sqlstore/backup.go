@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/machi-chat/machi/storage"
 )
@@ -113,10 +114,28 @@ func wrongVersion(n, cur int64) error {
 	return &storage.WrongBackupVersionError{Current: strconv.FormatInt(cur, 10)}
 }
 
-// The WHERE of the upsert is the spec's rule for which copy of a session
-// key to keep; an update it skips changes no row, so the etag stays.
-const putBackupKey = `INSERT INTO key_backup_keys (user_id, version, room_id, session_id, first_message_index, forwarded_count, is_verified, session_data)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+// putBackupKeysSQL holds the upserts of 1, 2, 4, … maxKeysPerInsert keys.
+var putBackupKeysSQL = func() map[int]string {
+	m := map[int]string{}
+	for n := 1; n <= maxKeysPerInsert; n *= 2 {
+		m[n] = putBackupKeys(n)
+	}
+	return m
+}()
+
+// putBackupKeys is the upsert of n keys. Its WHERE is the spec's rule for
+// which copy of a session key to keep; an update it skips changes no row,
+// so the etag stays.
+func putBackupKeys(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO key_backup_keys (user_id, version, room_id, session_id, first_message_index, forwarded_count, is_verified, session_data) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "($1, $2, $%d, $%d, $%d, $%d, $%d, $%d)", 3+6*i, 4+6*i, 5+6*i, 6+6*i, 7+6*i, 8+6*i)
+	}
+	b.WriteString(`
 	ON CONFLICT (user_id, version, room_id, session_id) DO UPDATE SET
 		first_message_index = excluded.first_message_index, forwarded_count = excluded.forwarded_count,
 		is_verified = excluded.is_verified, session_data = excluded.session_data
@@ -124,10 +143,43 @@ const putBackupKey = `INSERT INTO key_backup_keys (user_id, version, room_id, se
 		OR (excluded.is_verified = key_backup_keys.is_verified AND (
 			excluded.first_message_index < key_backup_keys.first_message_index
 			OR (excluded.first_message_index = key_backup_keys.first_message_index
-				AND excluded.forwarded_count < key_backup_keys.forwarded_count)))`
+				AND excluded.forwarded_count < key_backup_keys.forwarded_count)))`)
+	return b.String()
+}
+
+// betterKey reports whether a is a better copy of a session key than b.
+func betterKey(a, b storage.BackupKey) bool {
+	if a.IsVerified != b.IsVerified {
+		return a.IsVerified
+	}
+	if a.FirstMessageIndex != b.FirstMessageIndex {
+		return a.FirstMessageIndex < b.FirstMessageIndex
+	}
+	return a.ForwardedCount < b.ForwardedCount
+}
+
+// maxKeysPerInsert bounds one INSERT's rows. Batches are split into
+// powers of two so that only a few statement texts exist to be prepared,
+// and each costs one round trip on PostgreSQL rather than one per key.
+const maxKeysPerInsert = 128
 
 // PutBackupKeys implements storage.KeyBackups.
 func (db *DB) PutBackupKeys(ctx context.Context, userID, version string, keys []storage.BackupKey) (storage.BackupStats, error) {
+	// One statement may not touch a row twice: of two copies of one
+	// session key, the better goes in.
+	type id struct{ room, session string }
+	seen := make(map[id]int, len(keys))
+	var unique []storage.BackupKey
+	for _, k := range keys {
+		if i, ok := seen[id{k.RoomID, k.SessionID}]; ok {
+			if betterKey(k, unique[i]) {
+				unique[i] = k
+			}
+			continue
+		}
+		seen[id{k.RoomID, k.SessionID}] = len(unique)
+		unique = append(unique, k)
+	}
 	var stats storage.BackupStats
 	err := db.tx(ctx, func(tx *txn) error {
 		cur, err := currentVersion(ctx, tx, userID)
@@ -138,20 +190,29 @@ func (db *DB) PutBackupKeys(ctx context.Context, userID, version string, keys []
 		if err := wrongVersion(n, cur); err != nil {
 			return err
 		}
-		changed := 0
-		for _, k := range keys {
-			res, err := tx.ExecContext(ctx, putBackupKey, userID, n, k.RoomID, k.SessionID,
-				k.FirstMessageIndex, k.ForwardedCount, boolInt(k.IsVerified), string(k.SessionData))
+		var changed int64
+		for rest := unique; len(rest) > 0; {
+			size := maxKeysPerInsert
+			for size > len(rest) {
+				size /= 2
+			}
+			args := make([]any, 0, 2+6*size)
+			args = append(args, userID, n)
+			for _, k := range rest[:size] {
+				args = append(args, k.RoomID, k.SessionID, k.FirstMessageIndex, k.ForwardedCount, boolInt(k.IsVerified), string(k.SessionData))
+			}
+			res, err := tx.ExecContext(ctx, putBackupKeysSQL[size], args...)
 			if err != nil {
 				return err
 			}
-			if rows, err := res.RowsAffected(); err != nil {
+			rows, err := res.RowsAffected()
+			if err != nil {
 				return err
-			} else if rows > 0 {
-				changed++
 			}
+			changed += rows
+			rest = rest[size:]
 		}
-		return bumpETag(ctx, tx, userID, n, changed, &stats)
+		return bumpETag(ctx, tx, userID, n, int(min(changed, 1)), &stats)
 	})
 	return stats, err
 }

@@ -3,6 +3,8 @@ package sqlstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -164,6 +166,17 @@ func TestKeyBackupKeys(t *testing.T) {
 		must(t, err)
 		deepEqual(t, "the verified key", got, []storage.BackupKey{key(room1, "a", true, 99, 99, "verified")})
 
+		// Two copies of one key in one call: the better one is kept.
+		stats, err = db.PutBackupKeys(ctx, alice, v2, []storage.BackupKey{
+			key(room2, "dup", false, 9, 0, "first copy"), key(room2, "dup", false, 2, 0, "better copy"), key(room2, "dup", false, 4, 0, "third copy"),
+		})
+		must(t, err)
+		if got, _ := db.BackupKeys(ctx, alice, v2, room2, "dup"); len(got) != 1 || string(got[0].SessionData) != `{"ciphertext":"better copy"}` || stats.Count != 4 {
+			t.Fatalf("duplicates in one call: %+v, %+v", got, stats)
+		}
+		_, err = db.DeleteBackupKeys(ctx, alice, v2, room2, "dup")
+		must(t, err)
+
 		// Reads: all, one room, one session; none in another user's backup.
 		all, err := db.BackupKeys(ctx, alice, v2, "", "")
 		must(t, err)
@@ -222,6 +235,20 @@ func TestKeyBackupKeys(t *testing.T) {
 			t.Fatalf("delete all: %+v", stats)
 		}
 
+		// A batch larger than one INSERT.
+		var many []storage.BackupKey
+		for i := range 300 {
+			many = append(many, key(room2, fmt.Sprintf("m%03d", i), false, 0, 0, "m"))
+		}
+		stats, err = db.PutBackupKeys(ctx, alice, "1", many)
+		must(t, err)
+		if stats.Count != 300 {
+			t.Fatalf("300 keys in one call: %+v", stats)
+		}
+		if got, _ := db.BackupKeys(ctx, alice, "1", room2, "m299"); len(got) != 1 {
+			t.Fatalf("the last of 300 keys: %+v", got)
+		}
+
 		// Deactivation takes every backup along.
 		must(t, db.CreateUser(ctx, storage.User{UserID: bob, CreatedTS: 1}))
 		vb, err := db.CreateKeyBackup(ctx, bob, megolmBackup, []byte(`{}`))
@@ -234,4 +261,31 @@ func TestKeyBackupKeys(t *testing.T) {
 		_, err = db.BackupKeys(ctx, bob, vb, "", "")
 		wantErr(t, err, storage.ErrNotFound)
 	})
+}
+
+// BenchmarkPutBackupKeys stores batches of 200 keys, the batch size
+// matrix-js-sdk's Rust crypto uploads: on SQLite the transaction holds the
+// one writer connection, which room events wait for.
+func BenchmarkPutBackupKeys(b *testing.B) {
+	for _, engine := range testrig.Engines(b) {
+		b.Run(engine, func(b *testing.B) {
+			ctx := context.Background()
+			db := testrig.OpenStore(b, engine)
+			v, err := db.CreateKeyBackup(ctx, "@alice:test", megolmBackup, []byte(`{}`))
+			if err != nil {
+				b.Fatal(err)
+			}
+			data := []byte(`{"ephemeral":"` + strings.Repeat("e", 43) + `","ciphertext":"` + strings.Repeat("c", 600) + `","mac":"` + strings.Repeat("m", 11) + `"}`)
+			b.ResetTimer()
+			for i := range b.N {
+				keys := make([]storage.BackupKey, 200)
+				for j := range keys {
+					keys[j] = storage.BackupKey{RoomID: fmt.Sprintf("!room%d:test", j%10), SessionID: fmt.Sprintf("s%d-%d", i, j), SessionData: data}
+				}
+				if _, err := db.PutBackupKeys(ctx, "@alice:test", v, keys); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
