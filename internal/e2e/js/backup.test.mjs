@@ -12,7 +12,7 @@ import { randomBytes } from "node:crypto";
 
 import * as sdk from "matrix-js-sdk";
 
-import { baseUrl, register, startAndSync, step } from "./lib.mjs";
+import { baseUrl, register, startAndSync, step, waitForPublishedKeys } from "./lib.mjs";
 
 const clients = [];
 let passed = false;
@@ -75,6 +75,8 @@ test("matrix-js-sdk Rust crypto: a new device restores the key backup and reads 
     const bob = await cryptoClient(bobReg, "bob");
     await startAndSync(alice, "alice");
     await startAndSync(bob, "bob");
+    await waitForPublishedKeys(aliceReg, "alice");
+    await waitForPublishedKeys(bobReg, "bob");
 
     // A key backup, made by the crypto API: a new Curve25519 key, the
     // version signed by alice's device.

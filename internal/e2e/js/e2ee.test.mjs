@@ -12,7 +12,7 @@ import { randomBytes } from "node:crypto";
 
 import * as sdk from "matrix-js-sdk";
 
-import { baseUrl, register, startAndSync, step } from "./lib.mjs";
+import { baseUrl, register, startAndSync, step, waitForPublishedKeys } from "./lib.mjs";
 
 const clients = [];
 let passed = false;
@@ -53,6 +53,7 @@ test("matrix-js-sdk Rust crypto: an encrypted room between two users", { timeout
     const bob = await cryptoClient(bobReg, "bob");
     await startAndSync(alice, "alice");
     await startAndSync(bob, "bob");
+    await waitForPublishedKeys(bobReg, "bob");
 
     // Both devices published their keys: each side can see the other's.
     const keys = await step("alice queries bob's device keys", () =>

@@ -115,3 +115,26 @@ export function waitForMessage(client, roomId, sender, body) {
     return { promise: p.finally(() => client.off(sdk.RoomEvent.Timeline, onTimeline)) };
 }
 
+
+/**
+ * Waits until the device of a login or registration has its keys on the
+ * server. Rust crypto uploads them in the background after startClient; a
+ * query made before that caches a user without the device, and without a
+ * shared room nothing tells the querier otherwise.
+ */
+export function waitForPublishedKeys(login, label) {
+    return step(`${label}: device keys published`, async () => {
+        for (let i = 0; i < 100; i++) {
+            const res = await fetch(`${baseUrl}/_matrix/client/v3/keys/query`, {
+                method: "POST",
+                headers: { Authorization: `Bearer ${login.access_token}`, "Content-Type": "application/json" },
+                body: JSON.stringify({ device_keys: { [login.user_id]: [login.device_id] } }),
+            });
+            const body = await res.json();
+            assert.equal(res.status, 200, `POST /keys/query: ${JSON.stringify(body)}`);
+            if (body.device_keys?.[login.user_id]?.[login.device_id]) return;
+            await new Promise((r) => setTimeout(r, 100));
+        }
+        throw new Error(`the keys of ${login.device_id} never reached the server`);
+    });
+}
