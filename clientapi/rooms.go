@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -180,11 +181,44 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if _, err := s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, dev.UserID, spec.Join, req.Reason); err != nil {
+	_, err = s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, dev.UserID, spec.Join, req.Reason)
+	if errors.Is(err, rooms.ErrUnknownRoom) && s.remote != nil {
+		err = s.joinRemote(r, dev, roomID, req.Reason)
+	}
+	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, 200, map[string]string{"room_id": roomID})
+}
+
+// joinRemote joins a room this server is not in through the servers the
+// client named (server_name, via) or the one in the room ID. The city's
+// policy decides first, as for any join.
+func (s *Server) joinRemote(r *http.Request, dev *Device, roomID, reason string) error {
+	content, err := s.memberContent(r.Context(), dev.UserID, spec.Join, reason)
+	if err != nil {
+		return err
+	}
+	if d := s.policy.CheckEvent(r.Context(), policy.EventInput{Sender: dev.UserID, RoomID: roomID, Type: spec.MRoomMember,
+		StateKey: &dev.UserID, Content: content, Actor: dev.actor()}); d != nil {
+		return d
+	}
+	var servers []string
+	q := r.URL.Query()
+	for _, sv := range append(q["server_name"], q["via"]...) {
+		if !slices.Contains(servers, sv) {
+			servers = append(servers, sv)
+		}
+	}
+	if _, server, ok := strings.Cut(roomID, ":"); ok && !slices.Contains(servers, server) {
+		servers = append(servers, server)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(content, &c); err != nil {
+		return err
+	}
+	return s.remote.JoinRoom(r.Context(), dev.UserID, roomID, servers, c)
 }
 
 type targetRequest struct {

@@ -104,6 +104,9 @@ type Remote interface {
 	// SendToDevice queues to-device messages for other servers' users
 	// (server → user → device → content); durable on return.
 	SendToDevice(ctx context.Context, sender, eventType, messageID string, byServer map[string]map[string]map[string]json.RawMessage) error
+	// JoinRoom joins a local user to a room this server is not in,
+	// through one of servers.
+	JoinRoom(ctx context.Context, userID, roomID string, servers []string, content map[string]any) error
 }
 
 // Deps are the services the client API runs on.

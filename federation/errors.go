@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/machi-chat/machi/policy"
+	"github.com/machi-chat/machi/rooms"
 	"github.com/machi-chat/machi/storage"
 )
 
@@ -19,6 +20,16 @@ type matrixError struct {
 	status int
 	code   string
 	msg    string
+	extra  map[string]any
+}
+
+// with adds a field to the error's body.
+func (e *matrixError) with(key string, value any) *matrixError {
+	if e.extra == nil {
+		e.extra = map[string]any{}
+	}
+	e.extra[key] = value
+	return e
 }
 
 func (e *matrixError) Error() string { return e.code + ": " + e.msg }
@@ -59,11 +70,21 @@ func writeError(w http.ResponseWriter, err error) {
 	var me *matrixError
 	var denial *policy.Denial
 	var tooLarge *http.MaxBytesError
+	var forbidden *rooms.Forbidden
 	body := map[string]any{}
 	status := http.StatusInternalServerError
 	switch {
 	case errors.As(err, &me):
 		status, body["errcode"], body["error"] = me.status, me.code, me.msg
+		for k, v := range me.extra {
+			body[k] = v
+		}
+	case errors.As(err, &forbidden):
+		status, body["errcode"], body["error"] = http.StatusForbidden, "M_FORBIDDEN", forbidden.Reason
+	case errors.Is(err, rooms.ErrUnknownRoom):
+		status, body["errcode"], body["error"] = http.StatusNotFound, "M_NOT_FOUND", "this server is not in that room"
+	case errors.Is(err, rooms.ErrBadEvent):
+		status, body["errcode"], body["error"] = http.StatusBadRequest, "M_BAD_JSON", err.Error()
 	case errors.As(err, &denial):
 		status, body["errcode"], body["error"] = http.StatusForbidden, "M_FORBIDDEN", denial.Error()
 		for k, v := range denial.Fields() {
@@ -110,3 +131,5 @@ func vars(r *http.Request) map[string]string {
 	}
 	return out
 }
+
+func pathEscape(s string) string { return url.PathEscape(s) }

@@ -138,6 +138,10 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.Handle("/_matrix/federation/v1/user/keys/claim", f.authed(k.claim)).Methods(http.MethodPost)
 	r.Handle("/_matrix/federation/v1/user/devices/{userId}", f.authed(k.devices)).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/send/{txnId}", f.authed(txnHandler{f: f, local: local}.send)).Methods(http.MethodPut)
+	r.Handle("/_matrix/federation/v1/make_join/{roomId}/{userId}", f.authed(f.handleMakeJoin)).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v2/send_join/{roomId}/{eventId}", f.authed(f.handleSendJoin)).Methods(http.MethodPut)
+	r.Handle("/_matrix/federation/v1/get_missing_events/{roomId}", f.authed(f.handleMissingEvents)).Methods(http.MethodPost)
+	r.Handle("/_matrix/federation/v1/event/{eventId}", f.authed(f.handleEvent)).Methods(http.MethodGet)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, newErr(http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized federation request"))
 	})

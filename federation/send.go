@@ -25,12 +25,10 @@ type edu struct {
 // origin and transaction ID: a retried transaction is answered again
 // without being processed twice.
 //
-// EDUs: to-device messages are delivered to local devices. Typing,
-// receipts and presence concern rooms shared with the origin, and device
-// list updates the origin's users in such rooms; until machi joins rooms
-// across servers there are none, so they are ignored, as the spec asks for
-// EDUs about rooms a server is not in. PDUs likewise belong to rooms this
-// server is not in, and are not accepted.
+// PDUs enter their rooms through the write path, in the order given, each
+// answered with its outcome. EDUs: to-device messages are delivered to
+// local devices; typing, receipts, presence and device list updates are not
+// taken yet (see docs/federation.md).
 func (h txnHandler) send(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
 	txnID := vars(r)["txnId"]
 	var txn struct {
@@ -65,10 +63,20 @@ func (h txnHandler) send(w http.ResponseWriter, r *http.Request, origin spec.Ser
 			return
 		}
 	}
-	if len(txn.PDUs) > 0 {
-		h.f.log.Info("federation: PDUs for rooms this server is not in", "origin", origin, "count", len(txn.PDUs))
+	results := map[string]pduResult{}
+	for _, raw := range txn.PDUs {
+		id, err := h.f.receivePDU(r.Context(), origin, raw)
+		if id == "" {
+			h.f.log.Info("federation: unreadable PDU", "origin", origin, "err", err)
+			continue
+		}
+		results[id] = pduResult{}
+		if err != nil {
+			results[id] = pduResult{Error: err.Error()}
+			h.f.log.Info("federation: PDU refused", "origin", origin, "event", id, "err", err)
+		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"pdus": map[string]any{}})
+	writeJSON(w, http.StatusOK, map[string]any{"pdus": results})
 }
 
 func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) error {

@@ -32,9 +32,12 @@ const (
 )
 
 type sender struct {
-	f    *Federation
-	stop chan struct{}
-	wg   sync.WaitGroup
+	f *Federation
+	// epoch makes transaction IDs unique across restarts: outbox IDs start
+	// again from the highest stored one, which may have been sent already.
+	epoch int64
+	stop  chan struct{}
+	wg    sync.WaitGroup
 
 	enqMu sync.Mutex // IDs are stored in the order they are given
 
@@ -49,7 +52,7 @@ type destination struct {
 }
 
 func newSender(ctx context.Context, f *Federation) (*sender, error) {
-	s := &sender{f: f, stop: make(chan struct{}), dests: map[string]*destination{}}
+	s := &sender{f: f, epoch: time.Now().UnixMilli(), stop: make(chan struct{}), dests: map[string]*destination{}}
 	pending, err := f.store.OutboundDestinations(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox: %w", err)
@@ -194,9 +197,9 @@ func (s *sender) sendOnce(dest string) (int, error) {
 	for _, it := range edus {
 		txn.EDUs, ids = append(txn.EDUs, it.Payload), append(ids, it.ID)
 	}
-	// The same items make the same transaction ID, so a retry after a lost
-	// answer is recognised by the destination as the same transaction.
-	txnID := fmt.Sprintf("%d.%d.%d.%d", pdus0(pdus), edus0(edus), len(pdus), len(edus))
+	// The same items make the same transaction ID while this process runs,
+	// so a retry after a lost answer is recognised as the same transaction.
+	txnID := fmt.Sprintf("%d.%d.%d.%d.%d", s.epoch, first(pdus), first(edus), len(pdus), len(edus))
 	var resp json.RawMessage
 	if err := s.f.signedRequest(ctx, "PUT", dest, "/_matrix/federation/v1/send/"+url.PathEscape(txnID), txn, &resp); err != nil {
 		return 0, err
@@ -207,11 +210,9 @@ func (s *sender) sendOnce(dest string) (int, error) {
 	return len(ids), nil
 }
 
-func pdus0(items []storage.OutboundItem) int64 {
+func first(items []storage.OutboundItem) int64 {
 	if len(items) == 0 {
 		return 0
 	}
 	return items[0].ID
 }
-
-func edus0(items []storage.OutboundItem) int64 { return pdus0(items) }

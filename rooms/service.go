@@ -70,12 +70,14 @@ type Service struct {
 	// outboxed are told which servers were queued events in a batch.
 	outboxed  []func(destinations []string)
 	outboxSeq atomic.Int64
-	stream    *Stream
-	writer    *writer
-	notifier  *Notifier
-	members   *memberIndex
-	snaps     *snapCache
-	groupSeq  atomic.Int64
+	// outlierSeq counts down from -1: positions of outliers.
+	outlierSeq atomic.Int64
+	stream     *Stream
+	writer     *writer
+	notifier   *Notifier
+	members    *memberIndex
+	snaps      *snapCache
+	groupSeq   atomic.Int64
 
 	mu    sync.Mutex
 	rooms map[string]*room
@@ -124,6 +126,11 @@ func New(ctx context.Context, cfg Config, store storage.Store, pol Policy) (*Ser
 		return nil, fmt.Errorf("read federation outbox: %w", err)
 	}
 	s.outboxSeq.Store(outbox)
+	minPos, err := store.MinEventPos(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read outliers: %w", err)
+	}
+	s.outlierSeq.Store(minPos)
 	s.writer = newWriter(store, cfg.Log, s.afterCommit)
 	return s, nil
 }

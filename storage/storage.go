@@ -33,6 +33,10 @@ type Store interface {
 	KeyBackups
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
+	// MinEventPos is the lowest stream position of a stored event (0 if
+	// none is below 0): outliers, events known but not part of a timeline
+	// (another server's room state at a join), take positions below 0.
+	MinEventPos(ctx context.Context) (int64, error)
 	// MaxStateGroup is the highest state group ID persisted.
 	MaxStateGroup(ctx context.Context) (int64, error)
 	Close() error

@@ -3,8 +3,10 @@ package e2e
 import (
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,8 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"golang.org/x/crypto/ed25519"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/internal/server"
@@ -444,4 +448,140 @@ func TestFederatedToDevice(t *testing.T) {
 			t.Fatalf("after the outage: %v, want 一,二,三 in order and once", got)
 		}
 	})
+}
+
+// TestFederatedCommitteeRoom: a joint committee room on city-a, joined
+// from city-b; messages and state both ways, concurrent sends that fork
+// the room's history and merge again, and an outage of city-b after which
+// it has everything, in order.
+func TestFederatedCommitteeRoom(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		name := "合同委員会"
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat", Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var joined struct {
+			RoomID string `json:"room_id"`
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID)+"?server_name="+a,
+			bob.AccessToken, map[string]any{}, &joined); code != 200 || joined.RoomID != string(room.RoomID) {
+			t.Fatalf("join from city-b: %d %+v %+v", code, me, joined)
+		}
+		// city-b has the room's state; city-a has bob's join.
+		var nameState struct {
+			Name string `json:"name"`
+		}
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/rooms/"+string(room.RoomID)+"/state/m.room.name/",
+			bob.AccessToken, nil, &nameState); code != 200 || nameState.Name != name {
+			t.Fatalf("room name on city-b: %d %+v %+v", code, me, nameState)
+		}
+		sinceA := waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return memberIn(r, room.RoomID, bob.UserID, "join") })
+
+		// Messages both ways.
+		if _, err := alice.SendText(ctxT(t), room.RoomID, "第1回会議は月曜です"); err != nil {
+			t.Fatal(err)
+		}
+		sinceB := waitFor(t, bob, "", func(r *mautrix.RespSync) bool { return roomTimelineHas(r, room.RoomID, "第1回会議は月曜です") })
+		if _, err := bob.SendText(ctxT(t), room.RoomID, "了解しました"); err != nil {
+			t.Fatal(err)
+		}
+		sinceA = waitFor(t, alice, sinceA, func(r *mautrix.RespSync) bool { return roomTimelineHas(r, room.RoomID, "了解しました") })
+
+		// Both at once: the history forks and merges; both cities end
+		// with every message.
+		done := make(chan error, 2)
+		for _, c := range []*mautrix.Client{alice, bob} {
+			go func() {
+				for i := range 5 {
+					if _, err := c.SendText(ctxT(t), room.RoomID, fmt.Sprintf("%s %d", c.UserID.Localpart(), i)); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+		}
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range []*mautrix.Client{alice, bob} {
+			waitHistory(t, c, room.RoomID, func(bodies []string) bool {
+				return slices.Contains(bodies, alice.UserID.Localpart()+" 4") && slices.Contains(bodies, bob.UserID.Localpart()+" 4")
+			})
+		}
+		// State from city-b reaches city-a.
+		if _, err := bob.SendStateEvent(ctxT(t), room.RoomID, event.StateTopic, "", map[string]string{"topic": "議事録は共有フォルダへ"}); err == nil {
+			t.Fatal("bob (no power) set the topic")
+		}
+		if _, err := alice.SendStateEvent(ctxT(t), room.RoomID, event.StateTopic, "", map[string]string{"topic": "議事録は共有フォルダへ"}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, bob, sinceB, func(r *mautrix.RespSync) bool {
+			for _, ev := range r.Rooms.Join[room.RoomID].Timeline.Events {
+				if ev.Type == event.StateTopic {
+					return true
+				}
+			}
+			return false
+		})
+
+		// city-b is down while city-a talks; back, it gets it all in order.
+		cities[b].stop()
+		for i := range 3 {
+			if _, err := alice.SendText(ctxT(t), room.RoomID, fmt.Sprintf("停止中 %d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cities[b].start(t)
+		if _, err := bob.SendText(ctxT(t), room.RoomID, "戻りました"); err != nil { // contacts city-a
+			t.Fatal(err)
+		}
+
+		waitHistory(t, bob, room.RoomID, func(bodies []string) bool {
+			i0, i2 := slices.Index(bodies, "停止中 0"), slices.Index(bodies, "停止中 2")
+			return i0 >= 0 && i2 > i0 && slices.Index(bodies, "停止中 1") > i0
+		})
+		waitHistory(t, alice, room.RoomID, func(bodies []string) bool { return slices.Contains(bodies, "戻りました") })
+	})
+}
+
+func memberIn(r *mautrix.RespSync, roomID id.RoomID, user id.UserID, membership string) bool {
+	for _, ev := range r.Rooms.Join[roomID].Timeline.Events {
+		if ev.Type == event.StateMember && ev.GetStateKey() == string(user) {
+			if m, _ := ev.Content.Raw["membership"].(string); m == membership {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// waitHistory pages the room's history (newest 100) until ok likes the
+// message bodies, oldest first; bounded.
+func waitHistory(t *testing.T, c *mautrix.Client, roomID id.RoomID, ok func([]string) bool) {
+	t.Helper()
+	var bodies []string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := c.Messages(ctxT(t), roomID, "", "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatalf("messages: %v", err)
+		}
+		bodies = bodies[:0]
+		for i := len(resp.Chunk) - 1; i >= 0; i-- {
+			if b, _ := resp.Chunk[i].Content.Raw["body"].(string); b != "" {
+				bodies = append(bodies, b)
+			}
+		}
+		if ok(bodies) {
+			return
+		}
+	}
+	t.Fatalf("%s's history never got there: %q", c.UserID, bodies)
 }

@@ -230,6 +230,13 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// MinEventPos implements storage.Store.
+func (db *DB) MinEventPos(ctx context.Context) (int64, error) {
+	var pos int64
+	err := db.w.QueryRowContext(ctx, `SELECT COALESCE(MIN(stream_pos), 0) FROM events WHERE stream_pos < 0`).Scan(&pos)
+	return pos, mapErr(err)
+}
+
 // MaxStreamPos implements storage.Store.
 func (db *DB) MaxStreamPos(ctx context.Context) (int64, error) {
 	var pos int64

@@ -1,0 +1,334 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/internal/config"
+	"github.com/machi-chat/machi/rooms"
+)
+
+// Rooms shared with other servers: joins both ways, events both ways
+// (arriving in /send, filled in with get_missing_events where there are
+// gaps), and the events other servers may ask for.
+
+// maxMissing bounds how many missing events one gap fetch may bring.
+const maxMissing = 50
+
+func userIDForSender(_ spec.RoomID, sender spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(sender), true)
+}
+
+// handleMakeJoin serves GET /_matrix/federation/v1/make_join/{roomId}/{userId}:
+// a join event for the origin's user to sign, if the room would let them in.
+func (f *Federation) handleMakeJoin(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+	v := vars(r)
+	uid, err := spec.NewUserID(v["userId"], true)
+	if err != nil || uid.Domain() != origin {
+		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s may only make joins for its own users", origin))
+		return
+	}
+	proto, version, err := f.rooms.JoinTemplate(r.Context(), v["roomId"], uid.String())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if vers := r.URL.Query()["ver"]; !slices.Contains(vers, string(version.Version())) {
+		writeError(w, newErr(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION", "the room is version %s, which %s did not say it supports", version.Version(), origin).
+			with("room_version", string(version.Version())))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room_version": version.Version(), "event": proto})
+}
+
+// handleSendJoin serves PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}:
+// the origin's user's signed join enters the room through the write path
+// (and goes on to the room's other servers); the answer is the room's state
+// before it and the auth chain.
+func (f *Federation) handleSendJoin(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+	v := vars(r)
+	version, err := f.rooms.Version(r.Context(), v["roomId"])
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	pdu, err := version.NewEventFromUntrustedJSON(body)
+	if err != nil {
+		writeError(w, newErr(http.StatusBadRequest, "M_BAD_JSON", "not an event of this room's version: %v", err))
+		return
+	}
+	uid, _ := spec.NewUserID(string(pdu.SenderID()), true)
+	switch {
+	case pdu.EventID() != v["eventId"]:
+		writeError(w, newErr(http.StatusBadRequest, "M_BAD_JSON", "the event's ID is %s, not %s", pdu.EventID(), v["eventId"]))
+		return
+	case pdu.RoomID().String() != v["roomId"] || pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil ||
+		*pdu.StateKey() != string(pdu.SenderID()) || membership(pdu) != spec.Join:
+		writeError(w, newErr(http.StatusBadRequest, "M_BAD_JSON", "not a join of its sender to this room"))
+		return
+	case uid == nil || uid.Domain() != origin:
+		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s may only send joins of its own users", origin))
+		return
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(r.Context(), pdu, f.keyRing, userIDForSender); err != nil {
+		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "the join's signatures do not verify: %v", err))
+		return
+	}
+	ev, err := f.rooms.Receive(r.Context(), &rooms.ReceiveRequest{PDU: pdu, Origin: origin, Forward: true})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	state, chain, err := f.rooms.StateAndAuthChain(r.Context(), ev)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"origin": f.cfg.ServerName, "state": pduJSONs(state), "auth_chain": pduJSONs(chain),
+		"event": json.RawMessage(ev.PDU.JSON()), "members_omitted": false})
+}
+
+func membership(pdu gomatrixserverlib.PDU) string {
+	m, _ := pdu.Membership()
+	return m
+}
+
+func pduJSONs(pdus []gomatrixserverlib.PDU) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(pdus))
+	for _, p := range pdus {
+		out = append(out, p.JSON())
+	}
+	return out
+}
+
+// JoinRoom joins userID to a room this server is not in, through one of
+// the servers (the first that answers), and stores the room here.
+func (f *Federation) JoinRoom(ctx context.Context, userID, roomID string, servers []string, content map[string]any) error {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return fmt.Errorf("join: %w", err)
+	}
+	rid, err := spec.NewRoomID(roomID)
+	if err != nil {
+		return errInvalidParam("%q is not a room ID", roomID)
+	}
+	var lastErr error = errNotFound("no server to join %s through", roomID)
+	for _, server := range servers {
+		if spec.ServerName(server) == f.cfg.ServerName {
+			continue
+		}
+		if d := f.allowed(ctx, server); d != nil {
+			lastErr = d
+			continue
+		}
+		res, ferr := gomatrixserverlib.PerformJoin(ctx, joinClient{f.client}, gomatrixserverlib.PerformJoinInput{
+			UserID: uid, RoomID: rid, ServerName: spec.ServerName(server), Content: content,
+			PrivateKey: f.cfg.Key, KeyID: f.cfg.KeyID, KeyRing: f.keyRing,
+			EventProvider: func(gomatrixserverlib.RoomVersion, []string) ([]gomatrixserverlib.PDU, error) {
+				return nil, errors.New("the send_join answer lacks auth events")
+			},
+			UserIDQuerier: userIDForSender,
+		})
+		if ferr != nil {
+			lastErr = remoteError(spec.ServerName(server), ferr.Err)
+			f.log.Info("federation: join failed", "room", roomID, "via", server, "err", ferr.Err)
+			continue
+		}
+		version, err := gomatrixserverlib.GetRoomVersion(res.JoinEvent.Version())
+		if err != nil || !slices.Contains(config.SupportedRoomVersions, string(res.JoinEvent.Version())) {
+			return newErr(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", "this server does not support room version %s", res.JoinEvent.Version())
+		}
+		state := res.StateSnapshot.GetStateEvents().TrustedEvents(version.Version(), false)
+		chain := res.StateSnapshot.GetAuthEvents().TrustedEvents(version.Version(), false)
+		if _, err := f.rooms.ImportJoin(ctx, version, res.JoinEvent, state, chain); err != nil {
+			return err
+		}
+		return nil
+	}
+	return lastErr
+}
+
+// pduResult is one PDU's outcome in a /send answer.
+type pduResult struct {
+	Error string `json:"error,omitempty"`
+}
+
+// receivePDU takes one PDU of a transaction from origin: parsed by its
+// room's version, signatures checked, gaps before it filled from origin,
+// then through the write path.
+func (f *Federation) receivePDU(ctx context.Context, origin spec.ServerName, raw json.RawMessage) (string, error) {
+	var head struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
+		return "", errors.New("not an event")
+	}
+	version, err := f.rooms.Version(ctx, head.RoomID)
+	if err != nil {
+		return "", fmt.Errorf("this server is not in room %s", head.RoomID)
+	}
+	pdu, err := version.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return "", fmt.Errorf("bad event: %w", err)
+	}
+	return pdu.EventID(), f.receive(ctx, origin, pdu, 0)
+}
+
+// receive verifies pdu and puts it in its room, fetching what it builds on
+// from origin when that is missing (depth bounds the recursion).
+func (f *Federation) receive(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU, depth int) error {
+	sender, err := spec.NewUserID(string(pdu.SenderID()), true)
+	if err != nil {
+		return fmt.Errorf("bad sender: %w", err)
+	}
+	if d := f.allowed(ctx, string(sender.Domain())); d != nil {
+		return d
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, f.keyRing, userIDForSender); err != nil {
+		return fmt.Errorf("signatures do not verify: %w", err)
+	}
+	_, err = f.rooms.Receive(ctx, &rooms.ReceiveRequest{PDU: pdu, Origin: origin})
+	var missing *rooms.ErrMissingPrev
+	if !errors.As(err, &missing) || depth > 0 {
+		return err
+	}
+	if err := f.fillGap(ctx, origin, pdu); err != nil {
+		return fmt.Errorf("fill the gap before it: %w", err)
+	}
+	_, err = f.rooms.Receive(ctx, &rooms.ReceiveRequest{PDU: pdu, Origin: origin})
+	return err
+}
+
+// fillGap asks origin for the events between the room's forward
+// extremities and pdu, and takes them oldest first.
+func (f *Federation) fillGap(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) error {
+	roomID := pdu.RoomID().String()
+	latest, err := f.rooms.Latest(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	version, err := f.rooms.Version(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	var res struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	body := map[string]any{"earliest_events": latest, "latest_events": []string{pdu.EventID()}, "limit": maxMissing, "min_depth": 0}
+	if err := f.signedRequest(ctx, http.MethodPost, string(origin), "/_matrix/federation/v1/get_missing_events/"+pathEscape(roomID), body, &res); err != nil {
+		return err
+	}
+	var evs []gomatrixserverlib.PDU
+	for _, raw := range res.Events {
+		ev, err := version.NewEventFromUntrustedJSON(raw)
+		if err != nil || ev.RoomID().String() != roomID {
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	slices.SortFunc(evs, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
+	for _, ev := range evs {
+		if err := f.receive(ctx, origin, ev, 1); err != nil {
+			f.log.Info("federation: a missing event was refused", "event", ev.EventID(), "err", err)
+		}
+	}
+	return nil
+}
+
+// handleMissingEvents serves POST /_matrix/federation/v1/get_missing_events/{roomId}:
+// the events before latest_events back to earliest_events, for a server
+// in the room.
+func (f *Federation) handleMissingEvents(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+	roomID := vars(r)["roomId"]
+	var req struct {
+		Earliest []string `json:"earliest_events"`
+		Latest   []string `json:"latest_events"`
+		Limit    int      `json:"limit"`
+		MinDepth int64    `json:"min_depth"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if !f.rooms.ServerInRoom(r.Context(), roomID, string(origin)) {
+		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s is not in this room", origin))
+		return
+	}
+	limit := req.Limit
+	if limit <= 0 || limit > maxMissing {
+		limit = min(max(limit, 10), maxMissing)
+	}
+	stop := map[string]bool{}
+	for _, id := range req.Earliest {
+		stop[id] = true
+	}
+	seen := map[string]bool{}
+	var out []json.RawMessage
+	frontier := req.Latest
+	for len(frontier) > 0 && len(out) < limit {
+		var next []string
+		for _, id := range frontier {
+			ev, err := f.rooms.Event(r.Context(), id)
+			if err != nil || ev.RoomID() != roomID {
+				continue
+			}
+			for _, prev := range ev.PDU.PrevEventIDs() {
+				if stop[prev] || seen[prev] {
+					continue
+				}
+				seen[prev] = true
+				pe, err := f.rooms.Event(r.Context(), prev)
+				if err != nil || pe.RoomID() != roomID || pe.PDU.Depth() < req.MinDepth {
+					continue
+				}
+				out = append(out, pe.PDU.JSON())
+				next = append(next, prev)
+				if len(out) == limit {
+					break
+				}
+			}
+		}
+		frontier = next
+	}
+	slices.Reverse(out)
+	writeJSON(w, http.StatusOK, map[string]any{"events": out})
+}
+
+// handleEvent serves GET /_matrix/federation/v1/event/{eventId}: one event
+// of a room the origin is in.
+func (f *Federation) handleEvent(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+	ev, err := f.rooms.Event(r.Context(), vars(r)["eventId"])
+	if err != nil || !f.rooms.ServerInRoom(r.Context(), ev.RoomID(), string(origin)) {
+		writeError(w, errNotFound("no such event in a room %s is in", origin))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"origin": f.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(f.now()),
+		"pdus": []json.RawMessage{ev.PDU.JSON()}})
+}
+
+// joinClient is the federation client as gomatrixserverlib's join wants it.
+type joinClient struct{ c fclient.FederationClient }
+
+func (j joinClient) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
+	res, err := j.c.MakeJoin(ctx, origin, s, roomID, userID)
+	return &res, err
+}
+
+func (j joinClient) SendJoin(ctx context.Context, origin, s spec.ServerName, event gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
+	res, err := j.c.SendJoin(ctx, origin, s, event)
+	return &res, err
+}

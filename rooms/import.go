@@ -1,0 +1,109 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/machi-chat/machi/storage"
+)
+
+// ImportJoin stores a room this server joined through another server
+// (package federation ran make_join and send_join, and checked the answer):
+// the room's state at the join and its auth chain become outliers —
+// stored, below stream position 0, in no timeline — and the join event
+// opens the room's timeline here. All of it commits in one transaction.
+func (s *Service) ImportJoin(ctx context.Context, version gomatrixserverlib.IRoomVersion, join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU) (*Event, error) {
+	roomID := join.RoomID().String()
+	if _, err := s.room(ctx, roomID); err == nil {
+		// Already here (another local member is in it): the join is an
+		// event of a room this server knows.
+		return s.Receive(ctx, &ReceiveRequest{PDU: join, Origin: s.cfg.ServerName})
+	} else if !errors.Is(err, ErrUnknownRoom) {
+		return nil, err
+	}
+	r := &room{id: roomID, version: version, snap: emptySnapshot()}
+	var commits []storage.EventCommit
+	known := map[string]int{} // event ID → its commit
+	snap := &Snapshot{events: map[StateKey]*Event{}}
+	var creator string
+	for _, list := range [][]gomatrixserverlib.PDU{authChain, state} {
+		for _, pdu := range list {
+			if _, ok := known[pdu.EventID()]; ok {
+				continue
+			}
+			known[pdu.EventID()] = len(commits)
+			ev, err := newEvent(pdu, s.outlierSeq.Add(-1), 0, nil)
+			if err != nil {
+				return nil, err
+			}
+			commits = append(commits, storage.EventCommit{Event: ev.row()})
+			if pdu.Type() == spec.MRoomCreate && pdu.StateKey() != nil && *pdu.StateKey() == "" {
+				creator = string(pdu.SenderID())
+			}
+		}
+	}
+	for _, pdu := range state {
+		if pdu.StateKey() == nil {
+			continue
+		}
+		ev, err := newEvent(pdu, 0, 0, nil)
+		if err != nil {
+			return nil, err
+		}
+		snap.events[StateKey{pdu.Type(), *pdu.StateKey()}] = ev
+	}
+	if snap.Get(spec.MRoomCreate, "") == nil {
+		return nil, fmt.Errorf("%w: the room's state has no create event", ErrBadEvent)
+	}
+	if err := gomatrixserverlib.Allowed(join, authProvider{snap}, userIDForSender); err != nil {
+		return nil, &Forbidden{Reason: "the join is not allowed by the room's state: " + err.Error()}
+	}
+	if len(commits) == 0 {
+		return nil, fmt.Errorf("%w: an empty room state", ErrBadEvent)
+	}
+	commits[0].NewRoom = &storage.Room{RoomID: roomID, Version: string(version.Version()), Creator: creator, CreatedTS: time.Now().UnixMilli(), Latest: []string{}}
+
+	before := s.wholeGroup(r, snap)
+	ev, err := newEvent(join, s.stream.Allocate(), before.id, nil)
+	if err != nil {
+		return nil, err
+	}
+	after := snap.with(ev)
+	g := &storage.StateGroup{ID: s.groupSeq.Add(1), RoomID: roomID, Prev: before.id, Depth: 1,
+		Entries: []storage.StateEntry{{Type: ev.Type(), StateKey: *ev.StateKey(), EventID: ev.ID()}}}
+	s.snaps.put(g.ID, after)
+	c := storage.EventCommit{Event: ev.row(), ExtraGroups: []*storage.StateGroup{before.g}, NewGroup: g,
+		Latest: []string{ev.ID()}, Depth: join.Depth(), StateGroup: g.ID, CurrentState: after.entries()}
+	c.Membership = &storage.Membership{RoomID: roomID, UserID: *ev.StateKey(), Membership: spec.Join, EventID: ev.ID(), Pos: ev.Pos}
+	// Everyone else's membership, as the room's state has it.
+	for k, m := range snap.events {
+		if k.Type == spec.MRoomMember && k.Key != *ev.StateKey() {
+			commits[known[m.ID()]].Membership = &storage.Membership{RoomID: roomID, UserID: k.Key,
+				Membership: m.Membership(), EventID: m.ID(), Pos: ev.Pos}
+		}
+	}
+	commits = append(commits, c)
+
+	r.latest, r.depth, r.group, r.chain, r.snap = c.Latest, c.Depth, g.ID, 1, after
+	r.joined, r.servers = s.localJoined(after), s.remoteServers(after)
+	r.addRecent(ev)
+	r.used.Store(s.stream.Current())
+	r.inflight.Add(1)
+	s.mu.Lock()
+	s.evictLocked()
+	s.rooms[roomID] = r
+	s.mu.Unlock()
+
+	p := &pending{commits: commits, evs: []*Event{ev}, room: r, joined: r.joined}
+	s.writer.enqueue(p)
+	<-p.done
+	if p.err != nil {
+		return nil, fmt.Errorf("store the joined room: %w", p.err)
+	}
+	return ev, nil
+}
