@@ -204,7 +204,7 @@ func (s *Server) joinRemote(r *http.Request, dev *Device, roomID, reason string)
 		StateKey: &dev.UserID, Content: content, Actor: dev.actor()}); d != nil {
 		return d
 	}
-	var servers []string
+	servers := s.remote.InviteServers(r.Context(), dev.UserID, roomID)
 	q := r.URL.Query()
 	for _, sv := range append(q["server_name"], q["via"]...) {
 		if !slices.Contains(servers, sv) {
@@ -271,7 +271,7 @@ func (s *Server) handleMembership(action string) http.HandlerFunc {
 				return
 			}
 		}
-		if action == "leave" {
+		if action == "leave" && (s.remote == nil || s.knowsRoom(r, roomID)) {
 			ms, err := s.rooms.UserRooms(r.Context(), dev.UserID)
 			if err != nil {
 				writeError(w, err)
@@ -288,12 +288,39 @@ func (s *Server) handleMembership(action string) http.HandlerFunc {
 				return
 			}
 		}
-		if _, err := s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, target, membership, req.Reason); err != nil {
+		var err error
+		switch {
+		case action == "invite" && !s.rooms.IsLocal(target):
+			err = s.inviteRemote(r, dev, roomID, target, req.Reason)
+		case action == "leave" && s.remote != nil && s.remote.InviteServers(r.Context(), dev.UserID, roomID) != nil && !s.knowsRoom(r, roomID):
+			err = s.remote.RejectInvite(r.Context(), dev.UserID, roomID) // an invite to a room on another server
+		default:
+			_, err = s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, target, membership, req.Reason)
+		}
+		if err != nil {
 			writeError(w, err)
 			return
 		}
 		writeJSON(w, 200, map[string]any{})
 	}
+}
+
+// inviteRemote invites another server's user: their server signs the
+// invite before it is committed.
+func (s *Server) inviteRemote(r *http.Request, dev *Device, roomID, target, reason string) error {
+	if s.remote == nil {
+		return errForbidden("%s is on another server, and this server does not federate", target)
+	}
+	content, err := s.memberContent(r.Context(), target, spec.Invite, reason)
+	if err != nil {
+		return err
+	}
+	return s.remote.Invite(r.Context(), dev.actor(), roomID, dev.UserID, target, content)
+}
+
+func (s *Server) knowsRoom(r *http.Request, roomID string) bool {
+	_, err := s.rooms.Version(r.Context(), roomID)
+	return err == nil
 }
 
 // handleForget serves POST /rooms/{roomId}/forget.

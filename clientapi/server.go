@@ -107,6 +107,13 @@ type Remote interface {
 	// JoinRoom joins a local user to a room this server is not in,
 	// through one of servers.
 	JoinRoom(ctx context.Context, userID, roomID string, servers []string, content map[string]any) error
+	// Invite invites another server's user into a room here.
+	Invite(ctx context.Context, actor policy.Actor, roomID, sender, invitee string, content json.RawMessage) error
+	// InviteServers are the servers to join a room on another server
+	// that userID was invited to (nil if not invited).
+	InviteServers(ctx context.Context, userID, roomID string) []string
+	// RejectInvite refuses userID's invite to a room on another server.
+	RejectInvite(ctx context.Context, userID, roomID string) error
 }
 
 // Deps are the services the client API runs on.

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sort"
 	"strconv"
@@ -458,6 +459,9 @@ func summarize(snap *rooms.Snapshot, userID string) *roomSummary {
 // syncInvited builds an invited room's stripped state.
 func (s *Server) syncInvited(ctx context.Context, roomID string, m storage.Membership) (*invitedRoom, error) {
 	snap, err := s.rooms.CurrentState(ctx, roomID)
+	if errors.Is(err, rooms.ErrUnknownRoom) {
+		return s.syncRemoteInvite(ctx, roomID, m)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -473,6 +477,30 @@ func (s *Server) syncInvited(ctx context.Context, roomID string, m storage.Membe
 			ir.InviteState.Events = append(ir.InviteState.Events, sender.StrippedJSON())
 		}
 		ir.InviteState.Events = append(ir.InviteState.Events, inv.StrippedJSON())
+	}
+	return ir, nil
+}
+
+// syncRemoteInvite is an invite to a room on another server: the state its
+// server gave, and the invite.
+func (s *Server) syncRemoteInvite(ctx context.Context, roomID string, m storage.Membership) (*invitedRoom, error) {
+	inv, err := s.store.GetRemoteInvite(ctx, roomID, m.UserID)
+	if err != nil {
+		return nil, err
+	}
+	ir := &invitedRoom{InviteState: newEventList()}
+	var state []json.RawMessage
+	_ = json.Unmarshal(inv.InviteState, &state)
+	ir.InviteState.Events = append(ir.InviteState.Events, state...)
+	var ev struct {
+		Content  json.RawMessage `json:"content"`
+		Sender   string          `json:"sender"`
+		StateKey string          `json:"state_key"`
+		Type     string          `json:"type"`
+	}
+	if json.Unmarshal(inv.Event, &ev) == nil {
+		stripped, _ := json.Marshal(ev)
+		ir.InviteState.Events = append(ir.InviteState.Events, stripped)
 	}
 	return ir, nil
 }

@@ -37,7 +37,7 @@ func (f *Federation) handleMakeJoin(w http.ResponseWriter, r *http.Request, orig
 		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s may only make joins for its own users", origin))
 		return
 	}
-	proto, version, err := f.rooms.JoinTemplate(r.Context(), v["roomId"], uid.String())
+	proto, version, err := f.rooms.MembershipTemplate(r.Context(), v["roomId"], uid.String(), spec.Join)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -2,12 +2,15 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/storage"
 )
 
@@ -75,10 +78,10 @@ func (s *Service) OnOutbox(fn func(destinations []string)) {
 	s.outboxed = append(s.outboxed, fn)
 }
 
-// JoinTemplate is the join event other servers' userID would send now
-// (make_join): built on the room's current state, and refused when the
-// room would not let the user in.
-func (s *Service) JoinTemplate(ctx context.Context, roomID, userID string) (gomatrixserverlib.ProtoEvent, gomatrixserverlib.IRoomVersion, error) {
+// MembershipTemplate is the membership event (join, leave) another
+// server's userID would send now (make_join, make_leave): built on the
+// room's current state, and refused when the room would not allow it.
+func (s *Service) MembershipTemplate(ctx context.Context, roomID, userID, membership string) (gomatrixserverlib.ProtoEvent, gomatrixserverlib.IRoomVersion, error) {
 	r, err := s.room(ctx, roomID)
 	if err != nil {
 		return gomatrixserverlib.ProtoEvent{}, nil, err
@@ -87,14 +90,14 @@ func (s *Service) JoinTemplate(ctx context.Context, roomID, userID string) (goma
 	defer r.mu.Unlock()
 	key := userID
 	proto := gomatrixserverlib.ProtoEvent{SenderID: userID, RoomID: r.id, Type: spec.MRoomMember, StateKey: &key,
-		PrevEvents: slices.Clone(r.latest), Depth: min(r.depth+1, maxDepth), Content: spec.RawJSON(`{"membership":"join"}`)}
+		PrevEvents: slices.Clone(r.latest), Depth: min(r.depth+1, maxDepth), Content: spec.RawJSON(`{"membership":"` + membership + `"}`)}
 	trial := proto
 	pdu, err := s.build(r.version, r.snap, &trial)
 	if err != nil {
 		return gomatrixserverlib.ProtoEvent{}, nil, err
 	}
 	if err := gomatrixserverlib.Allowed(pdu, authProvider{r.snap}, userIDForSender); err != nil {
-		return gomatrixserverlib.ProtoEvent{}, nil, &Forbidden{Reason: "the room does not let " + userID + " join: " + err.Error()}
+		return gomatrixserverlib.ProtoEvent{}, nil, &Forbidden{Reason: "the room does not allow " + userID + " to " + membership + ": " + err.Error()}
 	}
 	proto.AuthEvents = trial.AuthEvents
 	return proto, r.version, nil
@@ -136,4 +139,83 @@ func (s *Service) Latest(ctx context.Context, roomID string) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.latest), nil
+}
+
+// BuildEvent builds, signs and checks (auth rules, policy) an event of this
+// server's user without committing it: for an invite, which the invitee's
+// server signs too before it is committed through Receive.
+func (s *Service) BuildEvent(ctx context.Context, req *Request) (gomatrixserverlib.PDU, error) {
+	r, err := s.room(ctx, req.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	proto := gomatrixserverlib.ProtoEvent{SenderID: req.Sender, RoomID: r.id, Type: req.Type, StateKey: req.StateKey,
+		PrevEvents: slices.Clone(r.latest), Depth: min(r.depth+1, maxDepth), Content: spec.RawJSON(req.Content)}
+	pdu, err := s.build(r.version, r.snap, &proto)
+	if err != nil {
+		return nil, err
+	}
+	if err := gomatrixserverlib.Allowed(pdu, authProvider{r.snap}, userIDForSender); err != nil {
+		return nil, &Forbidden{Reason: err.Error()}
+	}
+	if d := s.policy.CheckEvent(ctx, policy.EventInput{Sender: req.Sender, RoomID: r.id, Type: req.Type, StateKey: req.StateKey,
+		Content: req.Content, Actor: req.Actor}); d != nil {
+		return nil, d
+	}
+	return pdu, nil
+}
+
+// StrippedState is what an invitee sees of the room before joining:
+// create, join rules, name, avatar, alias, encryption, topic, and the
+// inviter's membership.
+func (s *Service) StrippedState(ctx context.Context, roomID, inviter string) ([]json.RawMessage, error) {
+	snap, err := s.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	var out []json.RawMessage
+	for _, t := range []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, spec.MRoomAvatar, spec.MRoomCanonicalAlias, spec.MRoomEncryption, spec.MRoomTopic} {
+		if ev := snap.Get(t, ""); ev != nil {
+			out = append(out, ev.StrippedJSON())
+		}
+	}
+	if ev := snap.Get(spec.MRoomMember, inviter); ev != nil {
+		out = append(out, ev.StrippedJSON())
+	}
+	return out, nil
+}
+
+// StoreRemoteInvite records a local user's invite to a room this server is
+// not in, and wakes their /sync.
+func (s *Service) StoreRemoteInvite(ctx context.Context, inv storage.RemoteInvite) error {
+	return s.remoteMembership(ctx, inv.RoomID, inv.UserID, spec.Invite, inv.EventID, func(pos int64) error {
+		inv.Pos, inv.CreatedTS = pos, time.Now().UnixMilli()
+		return s.store.PutRemoteInvite(ctx, inv)
+	})
+}
+
+// EndRemoteInvite records a local user's rejection (or withdrawal) of an
+// invite to a room this server is not in.
+func (s *Service) EndRemoteInvite(ctx context.Context, roomID, userID, eventID string) error {
+	return s.remoteMembership(ctx, roomID, userID, spec.Leave, eventID, func(pos int64) error {
+		return s.store.EndRemoteInvite(ctx, roomID, userID, spec.Leave, eventID, pos)
+	})
+}
+
+// remoteMembership stores a membership change of a local user in a room
+// this server is not in, at a new stream position.
+func (s *Service) remoteMembership(ctx context.Context, roomID, userID, membership, eventID string, store func(pos int64) error) error {
+	pos := s.stream.Allocate()
+	err := store(pos)
+	if err == nil {
+		s.members.update(storage.Membership{RoomID: roomID, UserID: userID, Membership: membership, EventID: eventID, Pos: pos})
+	}
+	s.stream.Complete(pos)
+	if err != nil {
+		return fmt.Errorf("store membership: %w", err)
+	}
+	s.notifier.Wake(userID)
+	return nil
 }

@@ -37,6 +37,8 @@ type ReceiveRequest struct {
 	// Forward sends the event on to the room's other servers (for a join
 	// that came through send_join: the joining server knows nobody yet).
 	Forward bool
+	// Actor is who sent it, for policy; zero means another server.
+	Actor policy.Actor
 }
 
 // Receive puts another server's event into its room. It returns the event
@@ -97,7 +99,7 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 	}
 	if d := s.policy.CheckEvent(ctx, policy.EventInput{
 		Sender: string(pdu.SenderID()), RoomID: r.id, Type: pdu.Type(), StateKey: pdu.StateKey(), Content: json.RawMessage(pdu.Content()),
-		Actor: policy.Actor{Origin: policy.OriginFederation},
+		Actor: actorOr(req.Actor),
 	}); d != nil {
 		return nil, nil, d
 	}
@@ -128,6 +130,13 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 	}
 	r.inflight.Add(1)
 	return &pending{commits: []storage.EventCommit{c}, evs: []*Event{ev}, room: r, joined: r.joined}, nil, nil
+}
+
+func actorOr(a policy.Actor) policy.Actor {
+	if a.Origin == "" {
+		return policy.Actor{Origin: policy.OriginFederation}
+	}
+	return a
 }
 
 func orEmpty(b []byte) []byte {

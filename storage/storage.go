@@ -30,6 +30,7 @@ type Store interface {
 	Pushers
 	ServerKeys
 	Outbox
+	RemoteInvites
 	KeyBackups
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
@@ -577,4 +578,28 @@ type KeyBackups interface {
 	BackupKeys(ctx context.Context, userID, version, roomID, sessionID string) ([]BackupKey, error)
 	// DeleteBackupKeys deletes keys from a version, selected like BackupKeys.
 	DeleteBackupKeys(ctx context.Context, userID, version, roomID, sessionID string) (BackupStats, error)
+}
+
+// RemoteInvite is a local user's invite to a room on another server that
+// this server is not in.
+type RemoteInvite struct {
+	RoomID      string
+	UserID      string
+	EventID     string
+	Sender      string
+	RoomVersion string
+	Event       []byte // the invite event, signed by both servers
+	InviteState []byte // JSON array of stripped state events
+	Pos         int64  // stream position of the invite membership
+	CreatedTS   int64
+}
+
+// RemoteInvites are invites to rooms on other servers.
+type RemoteInvites interface {
+	// PutRemoteInvite stores the invite and the user's invite membership.
+	PutRemoteInvite(ctx context.Context, inv RemoteInvite) error
+	GetRemoteInvite(ctx context.Context, roomID, userID string) (RemoteInvite, error)
+	// EndRemoteInvite records the user's answer (leave: a rejection) as
+	// their membership, at pos.
+	EndRemoteInvite(ctx context.Context, roomID, userID, membership, eventID string, pos int64) error
 }

@@ -585,3 +585,68 @@ func waitHistory(t *testing.T, c *mautrix.Client, roomID id.RoomID, ok func([]st
 	}
 	t.Fatalf("%s's history never got there: %q", c.UserID, bodies)
 }
+
+// TestFederatedInvites: a private committee room invites staff of another
+// city; one joins, one refuses; a city off the allow-list can't be invited.
+func TestFederatedInvites(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob, carol := register(t, cities[b].srv, "bob"), register(t, cities[b].srv, "carol")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "防災連絡会議"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []id.UserID{bob.UserID, carol.UserID} {
+			if _, err := alice.InviteUser(ctxT(t), room.RoomID, &mautrix.ReqInviteUser{UserID: u}); err != nil {
+				t.Fatalf("invite %s: %v", u, err)
+			}
+		}
+		code, me := do(t, http.DefaultClient, "POST", baseURL(cities[a].srv)+"/_matrix/client/v3/rooms/"+string(room.RoomID)+"/invite",
+			alice.AccessToken, map[string]string{"user_id": "@dave:city-z.test"}, nil)
+		if code != 403 || me.Rule != "federation-not-allowed" {
+			t.Fatalf("invite to a server off the allow-list: %d %+v", code, me)
+		}
+
+		// bob sees the invite, with the room's name, and joins.
+		waitFor(t, bob, "", func(r *mautrix.RespSync) bool {
+			inv, ok := r.Rooms.Invite[room.RoomID]
+			if !ok {
+				return false
+			}
+			for _, ev := range inv.State.Events {
+				if ev.Type == event.StateRoomName && ev.Content.Raw["name"] == "防災連絡会議" {
+					return true
+				}
+			}
+			return false
+		})
+		if _, err := bob.JoinRoomByID(ctxT(t), room.RoomID); err != nil {
+			t.Fatalf("bob joins: %v", err)
+		}
+		if _, err := alice.SendText(ctxT(t), room.RoomID, "ようこそ"); err != nil {
+			t.Fatal(err)
+		}
+		waitHistory(t, bob, room.RoomID, func(bodies []string) bool { return slices.Contains(bodies, "ようこそ") })
+
+		// carol refuses; city-a hears of it.
+		if _, err := carol.LeaveRoom(ctxT(t), room.RoomID); err != nil {
+			t.Fatalf("carol refuses: %v", err)
+		}
+		waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return memberIn(r, room.RoomID, carol.UserID, "leave") })
+		if resp, err := carol.SyncRequest(ctxT(t), 0, "", "", false, ""); err != nil || len(resp.Rooms.Invite) != 0 {
+			t.Fatalf("carol's invites after refusing: %v %+v", err, resp.Rooms.Invite)
+		}
+
+		// alice removes bob; city-b shows him out.
+		before, err := bob.SyncRequest(ctxT(t), 0, "", "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.KickUser(ctxT(t), room.RoomID, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "任期満了"}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, bob, before.NextBatch, func(r *mautrix.RespSync) bool { _, left := r.Rooms.Leave[room.RoomID]; return left })
+	})
+}

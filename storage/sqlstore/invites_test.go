@@ -1,0 +1,39 @@
+package sqlstore_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/machi-chat/machi/internal/testrig"
+	"github.com/machi-chat/machi/storage"
+)
+
+func TestRemoteInvites(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		db := testrig.OpenStore(t, engine)
+		const room, bob = "!committee:city-a.test", "@bob:city-b.test"
+		inv := storage.RemoteInvite{RoomID: room, UserID: bob, EventID: "$inv", Sender: "@alice:city-a.test", RoomVersion: "10",
+			Event: []byte(`{"type":"m.room.member"}`), InviteState: []byte(`[{"type":"m.room.name"}]`), Pos: 7, CreatedTS: 1}
+		must(t, db.PutRemoteInvite(ctx, inv))
+		got, err := db.GetRemoteInvite(ctx, room, bob)
+		must(t, err)
+		if got.EventID != "$inv" || got.Pos != 7 || string(got.InviteState) != string(inv.InviteState) || got.RoomVersion != "10" {
+			t.Fatalf("invite: %+v", got)
+		}
+		ms, err := db.UserMemberships(ctx, bob)
+		must(t, err)
+		if len(ms) != 1 || ms[0].Membership != "invite" || ms[0].Pos != 7 {
+			t.Fatalf("memberships: %+v", ms)
+		}
+		must(t, db.EndRemoteInvite(ctx, room, bob, "leave", "$leave", 9))
+		if _, err := db.GetRemoteInvite(ctx, room, bob); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("invite after rejection: %v", err)
+		}
+		ms, _ = db.UserMemberships(ctx, bob)
+		if len(ms) != 1 || ms[0].Membership != "leave" || ms[0].Pos != 9 || ms[0].EventID != "$leave" {
+			t.Fatalf("memberships after rejection: %+v", ms)
+		}
+	})
+}
