@@ -32,6 +32,7 @@ type Store interface {
 	Outbox
 	RemoteInvites
 	KeyBackups
+	Reports
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MinEventPos is the lowest stream position of a stored event (0 if
@@ -131,6 +132,8 @@ type Event struct {
 	// TxnDevice and TxnID are set when a local client sent it with a txn ID.
 	TxnDevice string
 	TxnID     string
+	// OriginTS is the event's origin_server_ts.
+	OriginTS int64
 }
 
 // StateEntry names the event that holds one piece of room state.
@@ -200,6 +203,10 @@ type Rooms interface {
 	// RoomEvents returns up to limit events of the room with from < pos <= to,
 	// oldest first, or newest first when backwards.
 	RoomEvents(ctx context.Context, roomID string, from, to int64, limit int, backwards bool) ([]Event, error)
+	// EventsAtTS returns up to limit events of the room by origin_server_ts:
+	// forwards, those at or after ts, earliest first; backwards, those at
+	// or before ts, latest first.
+	EventsAtTS(ctx context.Context, roomID string, ts int64, forward bool, limit int) ([]Event, error)
 	// EventByTxn finds the event a device sent with a transaction ID.
 	EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error)
 	// UserMemberships lists every room the user has a membership in.
@@ -602,4 +609,33 @@ type RemoteInvites interface {
 	// EndRemoteInvite records the user's answer (leave: a rejection) as
 	// their membership, at pos.
 	EndRemoteInvite(ctx context.Context, roomID, userID, membership, eventID string, pos int64) error
+}
+
+// Report is a user's report of a room, or of one event in it, for the
+// city's admins.
+type Report struct {
+	ID       int64
+	TS       int64
+	Reporter string
+	RoomID   string
+	EventID  string // "" for a report of the room
+	Reason   string
+	// EventJSON is the reported event as the reporter saw it.
+	EventJSON []byte
+}
+
+// ReportQuery selects reports; zero fields match everything.
+type ReportQuery struct {
+	RoomID  string
+	AfterID int64 // for paging: reports with ID > AfterID
+	Limit   int
+}
+
+// Reports are the users' reports of rooms and events.
+type Reports interface {
+	// PutReport stores the report and its audit log entry in one
+	// transaction, and returns the report's ID.
+	PutReport(ctx context.Context, r Report, audit AuditEntry) (int64, error)
+	// ListReports lists reports, oldest first.
+	ListReports(ctx context.Context, q ReportQuery) ([]Report, error)
 }

@@ -57,9 +57,9 @@ func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 			return fmt.Errorf("insert room: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		ev.Pos, ev.EventID, ev.RoomID, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.StateGroup, string(ev.JSON), ev.RedactedBy, ev.TxnDevice, ev.TxnID); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id, origin_ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		ev.Pos, ev.EventID, ev.RoomID, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.StateGroup, string(ev.JSON), ev.RedactedBy, ev.TxnDevice, ev.TxnID, ev.OriginTS); err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
 	for _, g := range c.ExtraGroups {
@@ -138,7 +138,7 @@ func (db *DB) GetRoom(ctx context.Context, roomID string) (storage.Room, error) 
 	return r, nil
 }
 
-const eventCols = `stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id`
+const eventCols = `stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id, origin_ts`
 
 func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
 	defer rows.Close()
@@ -147,7 +147,7 @@ func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
 		var e storage.Event
 		var sk sql.NullString
 		var js string
-		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.StateGroup, &js, &e.RedactedBy, &e.TxnDevice, &e.TxnID); err != nil {
+		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.StateGroup, &js, &e.RedactedBy, &e.TxnDevice, &e.TxnID, &e.OriginTS); err != nil {
 			return nil, mapErr(err)
 		}
 		if sk.Valid {
@@ -245,6 +245,20 @@ func (db *DB) RoomEvents(ctx context.Context, roomID string, from, to int64, lim
 	}
 	rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
 		ORDER BY stream_pos `+order+` LIMIT $4`, roomID, from, to, limit)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanEvents(rows)
+}
+
+// EventsAtTS implements storage.Rooms. Ties on the timestamp go by stream
+// position, so the answer is the same on both engines.
+func (db *DB) EventsAtTS(ctx context.Context, roomID string, ts int64, forward bool, limit int) ([]storage.Event, error) {
+	q := `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND origin_ts >= $2 ORDER BY origin_ts ASC, stream_pos ASC LIMIT $3`
+	if !forward {
+		q = `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND origin_ts <= $2 ORDER BY origin_ts DESC, stream_pos DESC LIMIT $3`
+	}
+	rows, err := db.r.QueryContext(ctx, q, roomID, ts, limit)
 	if err != nil {
 		return nil, mapErr(err)
 	}
