@@ -59,6 +59,7 @@ func (s *Server) adminRoutes(r *mux.Router, wrap func(http.HandlerFunc) http.Han
 	h("POST", "/broadcasts", s.adminSendBroadcast)
 	h("GET", "/broadcasts/{id}", s.adminGetBroadcast)
 	h("GET", "/audit", s.adminAudit)
+	h("GET", "/reports", s.adminReports)
 }
 
 // requireAdmin lets only admin accounts through.

@@ -266,7 +266,7 @@ func (s *Server) handleMembership(action string) http.HandlerFunc {
 				writeError(w, errForbidden("%s is not banned", target))
 				return
 			}
-			if action == "kick" && cur != spec.Join && cur != spec.Invite {
+			if action == "kick" && cur != spec.Join && cur != spec.Invite && cur != spec.Knock {
 				writeError(w, errForbidden("%s is not in the room", target))
 				return
 			}
@@ -474,7 +474,7 @@ func (s *Server) access(ctx context.Context, userID, roomID string) (int64, erro
 		return 0, err
 	}
 	m, ok := ms[roomID]
-	if !ok || m.Membership == spec.Invite {
+	if !ok || m.Membership == spec.Invite || m.Membership == spec.Knock {
 		if _, err := s.rooms.Version(ctx, roomID); err != nil {
 			if errors.Is(err, rooms.ErrUnknownRoom) {
 				return 0, errForbidden("you are not in room %s", roomID)

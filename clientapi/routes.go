@@ -34,11 +34,22 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "DELETE", "/devices/{deviceId}", auth, s.handleDeleteDevice)
 	s.handle(r, "POST", "/delete_devices", auth, s.handleDeleteDevices)
 	s.handle(r, "GET", "/capabilities", auth, s.handleCapabilities)
+	s.handle(r, "GET", "/account/3pid", auth, s.handleGet3PIDs)
+	s.handle(r, "POST", "/account/3pid/add", auth, s.handleAdd3PID)
+	s.handle(r, "POST", "/account/3pid/bind", auth, s.handleAdd3PID)
+	s.handle(r, "POST", "/account/3pid/delete", auth, s.handleRemove3PID)
+	s.handle(r, "POST", "/account/3pid/unbind", auth, s.handleRemove3PID)
+	for _, medium := range []string{"email", "msisdn"} {
+		s.handle(r, "POST", "/account/3pid/"+medium+"/requestToken", auth, s.handleRequestToken(true))
+		s.handle(r, "POST", "/account/password/"+medium+"/requestToken", open, s.handleRequestToken(false))
+		s.handle(r, "POST", "/register/"+medium+"/requestToken", open, s.handleRequestToken(false))
+	}
 
 	// Rooms.
 	s.handle(r, "POST", "/createRoom", auth, s.handleCreateRoom)
 	s.handle(r, "POST", "/join/{roomIdOrAlias}", auth, s.handleJoin)
 	s.handle(r, "POST", "/rooms/{roomId}/join", auth, s.handleJoin)
+	s.handle(r, "POST", "/knock/{roomIdOrAlias}", auth, s.handleKnock)
 	for _, action := range []string{"invite", "kick", "ban", "unban", "leave"} {
 		s.handle(r, "POST", "/rooms/{roomId}/"+action, auth, s.handleMembership(action))
 	}
@@ -67,9 +78,21 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "GET", "/rooms/{roomId}/messages", auth, s.handleMessages)
 	s.handle(r, "GET", "/rooms/{roomId}/context/{eventId}", auth, s.handleContext)
 	s.handle(r, "GET", "/rooms/{roomId}/aliases", auth, s.handleRoomAliases)
+	s.handle(r, "POST", "/rooms/{roomId}/report", auth, s.handleReportRoom)
+	s.handle(r, "POST", "/rooms/{roomId}/report/{eventId}", auth, s.handleReportEvent)
 	s.handle(r, "GET", "/directory/room/{roomAlias}", open, s.handleDirectory)
 	s.handle(r, "PUT", "/directory/room/{roomAlias}", auth, s.handleDirectory)
 	s.handle(r, "DELETE", "/directory/room/{roomAlias}", auth, s.handleDirectory)
+
+	// Client API v1 only.
+	for _, v1 := range []struct {
+		path string
+		h    http.HandlerFunc
+	}{
+		{"/rooms/{roomId}/hierarchy", s.handleHierarchy},
+	} {
+		r.Handle("/_matrix/client/v1"+v1.path, s.requireAuth(v1.h)).Methods(http.MethodGet)
+	}
 
 	// Sync and what it carries.
 	s.handle(r, "GET", "/sync", auth, s.handleSync)
@@ -79,6 +102,9 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "PUT", "/user/{userId}/account_data/{type}", auth, s.handlePutAccountData)
 	s.handle(r, "GET", "/user/{userId}/rooms/{roomId}/account_data/{type}", auth, s.handleGetAccountData)
 	s.handle(r, "PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}", auth, s.handlePutAccountData)
+	s.handle(r, "GET", "/user/{userId}/rooms/{roomId}/tags", auth, s.handleGetTags)
+	s.handle(r, "PUT", "/user/{userId}/rooms/{roomId}/tags/{tag}", auth, s.handlePutTag)
+	s.handle(r, "DELETE", "/user/{userId}/rooms/{roomId}/tags/{tag}", auth, s.handleDeleteTag)
 	s.handle(r, "PUT", "/rooms/{roomId}/typing/{userId}", auth, s.handleTyping)
 	s.handle(r, "POST", "/rooms/{roomId}/receipt/{receiptType}/{eventId}", auth, s.handleReceipt)
 	s.handle(r, "POST", "/rooms/{roomId}/read_markers", auth, s.handleReadMarkers)

@@ -58,6 +58,7 @@ type Server struct {
 	latest       *latest
 	keyCounts    keyCounts
 	keysMu       sync.Mutex // merging other servers' answers
+	tagMu        sync.Mutex // serialises read-modify-write of m.tag
 
 	tokMu  sync.RWMutex
 	tokens map[string]*Device // by token hash

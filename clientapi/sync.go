@@ -115,7 +115,7 @@ type syncRooms struct {
 	Join   map[string]*joinedRoom  `json:"join"`
 	Invite map[string]*invitedRoom `json:"invite"`
 	Leave  map[string]*leftRoom    `json:"leave"`
-	Knock  map[string]any          `json:"knock"`
+	Knock  map[string]*knockedRoom `json:"knock"`
 }
 
 type timeline struct {
@@ -148,6 +148,10 @@ type invitedRoom struct {
 	InviteState eventList `json:"invite_state"`
 }
 
+type knockedRoom struct {
+	KnockState eventList `json:"knock_state"`
+}
+
 type leftRoom struct {
 	State       eventList `json:"state"`
 	Timeline    timeline  `json:"timeline"`
@@ -172,7 +176,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 		}
 	}
 	resp := &syncResponse{
-		Rooms:       syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
+		Rooms:       syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{}},
 		AccountData: newEventList(), Presence: newEventList(), ToDevice: newEventList(),
 		OTKCount: map[string]int{},
 	}
@@ -254,6 +258,15 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 					return nil, false, err
 				}
 				resp.Rooms.Invite[roomID] = ir
+				empty = false
+			}
+		case spec.Knock:
+			if changed {
+				ir, err := s.syncInvited(ctx, roomID, m)
+				if err != nil {
+					return nil, false, err
+				}
+				resp.Rooms.Knock[roomID] = &knockedRoom{KnockState: ir.InviteState}
 				empty = false
 			}
 		case spec.Leave, spec.Ban:
@@ -456,7 +469,9 @@ func summarize(snap *rooms.Snapshot, userID string) *roomSummary {
 	return sum
 }
 
-// syncInvited builds an invited room's stripped state.
+// syncInvited builds an invited room's stripped state, which is also a
+// knocked room's: the room's description and the user's own member event
+// (with, for an invite, the inviter's).
 func (s *Server) syncInvited(ctx context.Context, roomID string, m storage.Membership) (*invitedRoom, error) {
 	snap, err := s.rooms.CurrentState(ctx, roomID)
 	if errors.Is(err, rooms.ErrUnknownRoom) {

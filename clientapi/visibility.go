@@ -23,6 +23,7 @@ type visibility struct {
 	userID, roomID string
 	byGroup        map[int64]bool
 	version        gomatrixserverlib.IRoomVersion // looked up on first need
+	joined         *bool                          // likewise
 }
 
 func (s *Server) visibility(ctx context.Context, userID, roomID string) *visibility {
@@ -77,7 +78,25 @@ func (v *visibility) atGroup(group int64) bool {
 		return membership == spec.Join || membership == spec.Invite
 	case "joined":
 		return membership == spec.Join
-	default: // shared, world_readable
+	case "shared":
+		// Shared history is for members: those joined now see it all,
+		// others only what was sent while they were joined, so a user
+		// who knocked or was invited and then turned away reads nothing.
+		return membership == spec.Join || v.joinedNow()
+	default: // world_readable
 		return true
 	}
+}
+
+// joinedNow reports whether the user is joined to the room now; looked up
+// once, from the in-memory room state.
+func (v *visibility) joinedNow() bool {
+	if v.joined == nil {
+		j := false
+		if snap, err := v.s.rooms.CurrentState(v.ctx, v.roomID); err == nil {
+			j = snap.Membership(v.userID) == spec.Join
+		}
+		v.joined = &j
+	}
+	return *v.joined
 }
