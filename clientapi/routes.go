@@ -54,6 +54,7 @@ func (s *Server) routes(r *mux.Router) {
 		s.handle(r, "POST", "/rooms/{roomId}/"+action, auth, s.handleMembership(action))
 	}
 	s.handle(r, "POST", "/rooms/{roomId}/forget", auth, s.handleForget)
+	s.handle(r, "POST", "/rooms/{roomId}/upgrade", auth, s.handleUpgrade)
 	s.handle(r, "GET", "/joined_rooms", auth, s.handleJoinedRooms)
 	for _, p := range []string{"/pushrules/", "/pushrules", "/pushrules/{scope}/", "/pushrules/{scope}", "/pushrules/{scope}/{kind}/{ruleId}", "/pushrules/{scope}/{kind}/{ruleId}/{attr}"} {
 		s.handle(r, "GET", p, auth, s.handlePushRules)
@@ -90,6 +91,7 @@ func (s *Server) routes(r *mux.Router) {
 		h    http.HandlerFunc
 	}{
 		{"/rooms/{roomId}/hierarchy", s.handleHierarchy},
+		{"/rooms/{roomId}/timestamp_to_event", s.handleTimestampToEvent},
 	} {
 		r.Handle("/_matrix/client/v1"+v1.path, s.requireAuth(v1.h)).Methods(http.MethodGet)
 	}

@@ -205,11 +205,17 @@ func (s *Service) initialEvents(req *CreateRequest, version gomatrixserverlib.IR
 	if req.Alias != "" {
 		out = append(out, StateEvent{Type: spec.MRoomCanonicalAlias, Content: mustJSON(map[string]any{"alias": req.Alias})})
 	}
-	out = append(out,
-		StateEvent{Type: spec.MRoomJoinRules, Content: mustJSON(map[string]any{"join_rule": joinRule})},
-		StateEvent{Type: spec.MRoomHistoryVisibility, Content: mustJSON(map[string]any{"history_visibility": "shared"})},
-		StateEvent{Type: spec.MRoomGuestAccess, Content: mustJSON(map[string]any{"guest_access": guest})},
-	)
+	// initial_state takes precedence over the preset: the preset's event
+	// is left out rather than sent and then replaced.
+	for _, e := range []StateEvent{
+		{Type: spec.MRoomJoinRules, Content: mustJSON(map[string]any{"join_rule": joinRule})},
+		{Type: spec.MRoomHistoryVisibility, Content: mustJSON(map[string]any{"history_visibility": "shared"})},
+		{Type: spec.MRoomGuestAccess, Content: mustJSON(map[string]any{"guest_access": guest})},
+	} {
+		if !slices.ContainsFunc(req.InitialState, func(i StateEvent) bool { return i.Type == e.Type && i.StateKey == "" }) {
+			out = append(out, e)
+		}
+	}
 	for _, e := range req.InitialState {
 		if e.Type == spec.MRoomCreate || e.Type == spec.MRoomMember || e.Type == spec.MRoomPowerLevels {
 			return nil, fmt.Errorf("%w: initial_state may not set %s", ErrBadEvent, e.Type)

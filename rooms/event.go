@@ -232,5 +232,6 @@ func (e *Event) row() storage.Event {
 		RedactedBy: e.RedactedBy,
 		TxnDevice:  e.TxnDevice,
 		TxnID:      e.TxnID,
+		OriginTS:   int64(e.PDU.OriginServerTS()),
 	}
 }

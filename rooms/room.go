@@ -280,6 +280,21 @@ func (s *Service) Paginate(ctx context.Context, roomID string, from, to int64, b
 	return s.fromRows(ctx, r.version, rows)
 }
 
+// EventsAtTS returns up to limit events of the room by origin_server_ts:
+// forwards, those at or after ts, earliest first; backwards, those at or
+// before ts, latest first.
+func (s *Service) EventsAtTS(ctx context.Context, roomID string, ts int64, forward bool, limit int) ([]*Event, error) {
+	r, err := s.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.store.EventsAtTS(ctx, roomID, ts, forward, limit)
+	if err != nil {
+		return nil, err
+	}
+	return s.fromRows(ctx, r.version, rows)
+}
+
 // redactionTarget finds the event a redaction redacts and checks the
 // server-side rule the auth rules leave to the sender's server: a user may
 // redact their own events, or others' with the redact power level.

@@ -84,6 +84,8 @@ type Service struct {
 
 	txmu sync.Mutex
 	txns map[string]*txnEntry
+
+	upgradeMu sync.Mutex // one room upgrade at a time
 }
 
 type txnEntry struct {
@@ -294,6 +296,37 @@ func (s *Service) prepare(ctx context.Context, r *room, req *Request) (*pending,
 		p.commits[0].RedactedJSON = redacted.PDU.JSON()
 	}
 	return p, nil
+}
+
+// Check reports whether Submit would accept req now: the event is built on
+// the room's current state and put to the auth rules and the policy, but
+// not sent. For an action that must know before it starts that its last
+// step will be allowed (a room upgrade's tombstone).
+func (s *Service) Check(ctx context.Context, req *Request) error {
+	r, err := s.room(ctx, req.RoomID)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	snap, latest, depth := r.snap, r.latest, r.depth
+	r.mu.Unlock()
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID: req.Sender, RoomID: r.id, Type: req.Type, StateKey: req.StateKey,
+		PrevEvents: latest, Depth: min(depth+1, maxDepth), Content: spec.RawJSON(req.Content),
+	}
+	pdu, err := s.build(r.version, snap, &proto)
+	if err != nil {
+		return err
+	}
+	if err := gomatrixserverlib.Allowed(pdu, authProvider{snap}, userIDForSender); err != nil {
+		return &Forbidden{Reason: err.Error()}
+	}
+	if d := s.policy.CheckEvent(ctx, policy.EventInput{
+		Sender: req.Sender, RoomID: r.id, Type: req.Type, StateKey: req.StateKey, Content: req.Content, Actor: req.Actor,
+	}); d != nil {
+		return d
+	}
+	return nil
 }
 
 // maxDepth is the largest depth the spec allows (2^63 - 1 is canonical JSON's limit).

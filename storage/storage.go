@@ -221,6 +221,9 @@ type Rooms interface {
 	RoomAliases(ctx context.Context, roomID string) ([]string, error)
 	SetPublished(ctx context.Context, roomID string, published bool) error
 	PublishedRooms(ctx context.Context) ([]string, error)
+	// ReplaceRoom moves the old room's local aliases and its directory
+	// listing to the new room (a room upgrade), in one transaction.
+	ReplaceRoom(ctx context.Context, oldRoomID, newRoomID string) error
 }
 
 // AccountData is one piece of a user's account data; RoomID is "" for

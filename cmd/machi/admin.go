@@ -61,6 +61,7 @@ func admin(args []string) error {
 		actor:    fs.String("actor", "", "audit: only this actor"),
 		limit:    fs.Int("limit", 1000, "audit: at most this many entries"),
 		csv:      fs.Bool("csv", false, "audit: write CSV"),
+		room:     fs.String("room", "", "reports: only reports of this room"),
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -95,7 +96,7 @@ func admin(args []string) error {
 type adminFlags struct {
 	admin, csv                                                           *bool
 	password, name, groups, group, reason, ttl, rooms, dur, until, since *string
-	rule, action, actor                                                  *string
+	rule, action, actor, room                                            *string
 	limit                                                                *int
 }
 
@@ -292,6 +293,12 @@ func adminRequest(cmd string, args []string, f adminFlags, cfg *config.Config) (
 			show = func(w io.Writer, b []byte) error { _, err := w.Write(b); return err }
 		}
 		return &apiCall{"GET", "/audit?" + q.Encode(), nil, show}, nil
+	case "reports":
+		q := url.Values{"limit": {fmt.Sprint(*f.limit)}}
+		if *f.room != "" {
+			q.Set("room_id", *f.room)
+		}
+		return &apiCall{"GET", "/reports?" + q.Encode(), nil, showReports}, nil
 	}
 	fmt.Print(usage)
 	return nil, fmt.Errorf("admin: unknown command %q", cmd)
@@ -440,6 +447,32 @@ func showDevices(w io.Writer, b []byte) error {
 			seen = time.UnixMilli(d.LastSeenTS).Format(time.RFC3339)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.DeviceID, d.Class, seen, d.LastSeenIP, d.Name)
+	}
+	return tw.Flush()
+}
+
+func showReports(w io.Writer, b []byte) error {
+	var out struct {
+		Reports []struct {
+			ID       int64  `json:"id"`
+			Time     string `json:"time"`
+			Reporter string `json:"reporter"`
+			RoomID   string `json:"room_id"`
+			EventID  string `json:"event_id"`
+			Reason   string `json:"reason"`
+		} `json:"reports"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tREPORTER\tROOM\tEVENT\tREASON")
+	for _, r := range out.Reports {
+		ev := r.EventID
+		if ev == "" {
+			ev = "(room)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Time, r.Reporter, r.RoomID, ev, strings.ReplaceAll(r.Reason, "\n", " "))
 	}
 	return tw.Flush()
 }

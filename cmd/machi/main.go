@@ -44,6 +44,8 @@ Usage:
     broadcast [-group G] TEXT… | broadcasts | broadcast-status ID
   Audit log
     audit [-since 24h|TIME] [-rule R] [-action A] [-actor U] [-limit N] [-csv]
+  Reports (通報)
+    reports [-room ROOM] [-limit N]        (rooms and messages users reported)
 
   Without -password, the password is read from standard input.
 `

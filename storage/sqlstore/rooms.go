@@ -365,3 +365,21 @@ func (db *DB) PublishedRooms(ctx context.Context) ([]string, error) {
 	}
 	return scanStrings(rows)
 }
+
+// ReplaceRoom implements storage.Rooms.
+func (db *DB) ReplaceRoom(ctx context.Context, oldRoomID, newRoomID string) error {
+	err := db.tx(ctx, func(tx *txn) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE room_aliases SET room_id = $2 WHERE room_id = $1`, oldRoomID, newRoomID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE rooms SET published = (SELECT published FROM rooms WHERE room_id = $1) WHERE room_id = $2`, oldRoomID, newRoomID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE rooms SET published = 0 WHERE room_id = $1`, oldRoomID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("move aliases to the new room: %w", err)
+	}
+	return nil
+}
