@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"reflect"
 	"testing"
 	"time"
 
@@ -147,4 +148,12 @@ func roomTimelineHas(resp *mautrix.RespSync, roomID id.RoomID, body string) bool
 		}
 	}
 	return false
+}
+
+// deepEq fails the test when got and want differ.
+func deepEq(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s:\n got  %v\n want %v", what, got, want)
+	}
 }
