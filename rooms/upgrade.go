@@ -35,12 +35,11 @@ var transferable = []string{
 }
 
 // UpgradeRoom replaces a room (room upgrades, "Server behaviour"): it
-// checks that the sender may send the tombstone and restrict the old
-// room, creates the new room naming its predecessor with the old room's
+// checks that the sender may send the tombstone, creates the new room naming its predecessor with the old room's
 // state, bans and (lowered back after) power levels, moves the local
-// aliases and the directory listing, then tombstones the old room and
-// raises its power levels so nobody without power can talk or invite
-// there. Every event goes through CreateRoom or Submit, so the city's
+// aliases and the directory listing, then tombstones the old room and,
+// if the sender may, raises its power levels so nobody without power can
+// talk or invite there. Every event goes through CreateRoom or Submit, so the city's
 // policy applies. Upgrades are serialised: two at once would make two
 // replacement rooms.
 func (s *Service) UpgradeRoom(ctx context.Context, req *UpgradeRequest) (string, error) {
@@ -72,9 +71,9 @@ func (s *Service) UpgradeRoom(ctx context.Context, req *UpgradeRequest) (string,
 	if err := s.Check(ctx, &Request{RoomID: req.RoomID, Sender: req.Sender, Type: "m.room.tombstone", StateKey: &empty, Content: tombstone("!placeholder"), Actor: req.Actor}); err != nil {
 		return "", err
 	}
-	if err := s.Check(ctx, &Request{RoomID: req.RoomID, Sender: req.Sender, Type: spec.MRoomPowerLevels, StateKey: &empty, Content: mustJSON(restricted), Actor: req.Actor}); err != nil {
-		return "", err
-	}
+	// Restricting the old room takes the power to change its power
+	// levels, which the spec does not make a condition of upgrading.
+	restrict := s.Check(ctx, &Request{RoomID: req.RoomID, Sender: req.Sender, Type: spec.MRoomPowerLevels, StateKey: &empty, Content: mustJSON(restricted), Actor: req.Actor}) == nil
 
 	create := map[string]any{}
 	if ev := old.Get(spec.MRoomCreate, ""); ev != nil {
@@ -176,7 +175,9 @@ func (s *Service) UpgradeRoom(ctx context.Context, req *UpgradeRequest) (string,
 	if err := send(req.RoomID, "m.room.tombstone", "", tombstone(newID)); err != nil {
 		return "", fmt.Errorf("send the tombstone: %w", err)
 	}
-	if err := send(req.RoomID, spec.MRoomPowerLevels, "", mustJSON(restricted)); err != nil {
+	if !restrict {
+		s.cfg.Log.Info("room upgrade: the upgrader may not change the old room's power levels; left as they are", "room", req.RoomID)
+	} else if err := send(req.RoomID, spec.MRoomPowerLevels, "", mustJSON(restricted)); err != nil {
 		return "", fmt.Errorf("restrict the old room: %w", err)
 	}
 	return newID, nil

@@ -1,0 +1,247 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/machi-chat/machi/internal/testrig"
+)
+
+// upgrade calls POST /rooms/{roomId}/upgrade.
+func upgrade(t *testing.T, c *mautrix.Client, room id.RoomID, body any) (id.RoomID, int, matrixErr) {
+	t.Helper()
+	var out struct {
+		Replacement id.RoomID `json:"replacement_room"`
+	}
+	code, me := do(t, http.DefaultClient, "POST", c.BuildClientURL("v3", "rooms", room, "upgrade"), c.AccessToken, body, &out)
+	return out.Replacement, code, me
+}
+
+func stateContent(t *testing.T, c *mautrix.Client, room id.RoomID, typ event.Type, key string) map[string]any {
+	t.Helper()
+	var out map[string]any
+	if err := c.StateEvent(ctxT(t), room, typ, key, &out); err != nil {
+		t.Fatalf("%s state %s/%q: %v", room, typ.Type, key, err)
+	}
+	return out
+}
+
+// TestRoomUpgrade: 防災課's room, on room version 10, is upgraded to 12 by
+// its creator. The new room names its predecessor, has the old room's
+// name, topic, rules, pinned events, space parent, alias, directory
+// listing and bans, and power levels without its v12 creator; the old
+// room gets a tombstone and is closed to members without power. Refusals
+// (no power, unknown version, bad body) create nothing.
+func TestRoomUpgrade(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob, carol, dave := register(t, srv, "alice"), register(t, srv, "bob"), register(t, srv, "carol"), register(t, srv, "dave")
+		ctx := ctxT(t)
+		hs := alice.UserID.Homeserver()
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", RoomAliasName: "bousai",
+			Name: "防災課", Topic: "台風・地震の連絡", PowerLevelOverride: &event.PowerLevelsEventContent{
+				Users: map[id.UserID]int{alice.UserID: 100}, Events: map[string]int{"m.room.tombstone": 100, "org.machi.drill": 20}, StateDefaultPtr: ptr(50),
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := room.RoomID
+		msg, err := alice.SendText(ctx, old, "避難所の一覧")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []struct {
+			typ     event.Type
+			key     string
+			content any
+		}{
+			{event.StatePinnedEvents, "", map[string]any{"pinned": []id.EventID{msg.EventID}}},
+			{event.StateSpaceParent, "!soumubu:" + hs, map[string]any{"via": []string{hs}}},
+			{event.StateHistoryVisibility, "", map[string]any{"history_visibility": "joined"}},
+		} {
+			if _, err := alice.SendStateEvent(ctx, old, st.typ, st.key, st.content); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range []*mautrix.Client{bob, carol} {
+			if _, err := c.JoinRoomByID(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := alice.BanUser(ctx, old, &mautrix.ReqBanUser{UserID: carol.UserID, Reason: "荒らし"}); err != nil {
+			t.Fatal(err)
+		}
+		rooms := func(c *mautrix.Client) int {
+			r, err := c.JoinedRooms(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(r.JoinedRooms)
+		}
+
+		// Refusals first: none of them makes a room.
+		for _, c := range []struct {
+			who    *mautrix.Client
+			body   any
+			status int
+			code   string
+		}{
+			{bob, map[string]any{"new_version": "12"}, 403, "M_FORBIDDEN"},
+			{dave, map[string]any{"new_version": "12"}, 403, "M_FORBIDDEN"},
+			{alice, map[string]any{"new_version": "9"}, 400, "M_UNSUPPORTED_ROOM_VERSION"},
+			{alice, map[string]any{"new_version": "banana"}, 400, "M_UNSUPPORTED_ROOM_VERSION"},
+			{alice, map[string]any{}, 400, "M_MISSING_PARAM"},
+			{alice, map[string]any{"new_version": 12}, 400, "M_BAD_JSON"},
+			{alice, map[string]any{"new_version": "12", "additional_creators": []string{"bob"}}, 400, "M_INVALID_PARAM"},
+			{alice, []byte("{not json"), 400, "M_NOT_JSON"},
+		} {
+			if _, code, me := upgrade(t, c.who, old, c.body); code != c.status || me.Code != c.code {
+				t.Errorf("upgrade by %s with %v: %d %+v, want %d %s", c.who.UserID, c.body, code, me, c.status, c.code)
+			}
+		}
+		if n := rooms(alice); n != 1 {
+			t.Fatalf("alice is in %d rooms after refused upgrades", n)
+		}
+		if _, code, me := upgrade(t, alice, "!unknown:"+id.RoomID(hs), map[string]any{"new_version": "12"}); code != 403 {
+			t.Errorf("upgrade of an unknown room: %d %+v", code, me)
+		}
+
+		newRoom, code, me := upgrade(t, alice, old, map[string]any{"new_version": "12"})
+		if code != 200 || newRoom == "" {
+			t.Fatalf("upgrade: %d %+v", code, me)
+		}
+		create := stateContent(t, alice, newRoom, event.StateCreate, "")
+		if create["room_version"] != "12" || create["creator"] != nil {
+			t.Errorf("new create event: %v", create)
+		}
+		if pred, _ := create["predecessor"].(map[string]any); pred["room_id"] != string(old) || pred["event_id"] == nil {
+			t.Errorf("predecessor: %v", create["predecessor"])
+		}
+		for _, c := range []struct {
+			typ   event.Type
+			key   string
+			field string
+			want  any
+		}{
+			{event.StateRoomName, "", "name", "防災課"},
+			{event.StateTopic, "", "topic", "台風・地震の連絡"},
+			{event.StateJoinRules, "", "join_rule", "public"},
+			{event.StateHistoryVisibility, "", "history_visibility", "joined"},
+			{event.StateGuestAccess, "", "guest_access", "forbidden"},
+			{event.StateCanonicalAlias, "", "alias", "#bousai:" + hs},
+			{event.StateMember, string(carol.UserID), "membership", "ban"},
+		} {
+			if got := stateContent(t, alice, newRoom, c.typ, c.key)[c.field]; got != c.want {
+				t.Errorf("new room %s %s = %v, want %v", c.typ.Type, c.field, got, c.want)
+			}
+		}
+		if pinned := stateContent(t, alice, newRoom, event.StatePinnedEvents, ""); len(pinned["pinned"].([]any)) != 1 {
+			t.Errorf("pinned events: %v", pinned)
+		}
+		stateContent(t, alice, newRoom, event.StateSpaceParent, "!soumubu:"+hs)
+		var pl event.PowerLevelsEventContent
+		if err := alice.StateEvent(ctx, newRoom, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		if _, listed := pl.Users[alice.UserID]; listed || pl.Events["org.machi.drill"] != 20 || pl.StateDefault() != 50 {
+			t.Errorf("new power levels: users %v events %v state_default %d", pl.Users, pl.Events, pl.StateDefault())
+		}
+
+		// The old room: tombstoned, closed to plain members, its canonical
+		// alias cleared; the alias and the directory listing moved.
+		tomb := stateContent(t, alice, old, event.StateTombstone, "")
+		if tomb["replacement_room"] != string(newRoom) || tomb["body"] == "" {
+			t.Errorf("tombstone: %v", tomb)
+		}
+		if err := alice.StateEvent(ctx, old, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		if pl.EventsDefault < 50 || pl.Invite() < 50 {
+			t.Errorf("old room power levels not restricted: events_default %d invite %d", pl.EventsDefault, pl.Invite())
+		}
+		if _, err := bob.SendText(ctx, old, "まだ話せる？"); httpErr(t, err).Code != "M_FORBIDDEN" {
+			t.Errorf("bob sent in the old room: %v", err)
+		}
+		if alias := stateContent(t, alice, old, event.StateCanonicalAlias, ""); alias["alias"] != nil {
+			t.Errorf("old room still names the alias: %v", alias)
+		}
+		res, err := bob.ResolveAlias(ctx, id.RoomAlias("#bousai:"+hs))
+		if err != nil || res.RoomID != newRoom {
+			t.Errorf("alias resolves to %v (%v), want %s", res, err, newRoom)
+		}
+		pub, err := srv.Store.PublishedRooms(context.Background())
+		if err != nil || !slices.Equal(pub, []string{string(newRoom)}) {
+			t.Errorf("published rooms %v (%v), want only %s", pub, err, newRoom)
+		}
+		// Bob follows the tombstone; carol's ban came along.
+		if _, err := bob.JoinRoomByID(ctx, newRoom); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.SendText(ctx, newRoom, "新しいルームです"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := carol.JoinRoomByID(ctx, newRoom); httpErr(t, err).Code != "M_FORBIDDEN" {
+			t.Errorf("banned carol joined the new room: %v", err)
+		}
+	})
+}
+
+// TestRoomUpgradeToV11ByModerator: a moderator allowed to send the
+// tombstone but not to change power levels upgrades a v10 room to v11:
+// they get the power to copy the state, then fall back to their old level;
+// the old room's power levels, which they may not change, stay as they are.
+func TestRoomUpgradeToV11ByModerator(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+		ctx := ctxT(t)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "情報政策課", PowerLevelOverride: &event.PowerLevelsEventContent{
+			Users:  map[id.UserID]int{alice.UserID: 100, bob.UserID: 50},
+			Events: map[string]int{"m.room.tombstone": 50, "m.room.power_levels": 100, "m.room.name": 50, "m.room.history_visibility": 100, "m.room.encryption": 100},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		newRoom, code, me := upgrade(t, bob, room.RoomID, map[string]any{"new_version": "11"})
+		if code != 200 {
+			t.Fatalf("upgrade: %d %+v", code, me)
+		}
+		if create := stateContent(t, bob, newRoom, event.StateCreate, ""); create["room_version"] != "11" {
+			t.Errorf("create: %v", create)
+		}
+		var pl event.PowerLevelsEventContent
+		if err := bob.StateEvent(ctx, newRoom, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		if pl.Users[bob.UserID] != 50 || pl.Users[alice.UserID] != 100 || pl.Events["m.room.power_levels"] != 100 {
+			t.Errorf("new power levels: users %v events %v", pl.Users, pl.Events)
+		}
+		if err := bob.StateEvent(ctx, room.RoomID, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		if pl.EventsDefault != 0 {
+			t.Errorf("old room's events_default changed to %d by a user without the power to", pl.EventsDefault)
+		}
+		if tomb := stateContent(t, bob, room.RoomID, event.StateTombstone, ""); tomb["replacement_room"] != string(newRoom) {
+			t.Errorf("tombstone: %v", tomb)
+		}
+		// Alice, still admin of the new room, can change its name.
+		if _, err := alice.JoinRoomByID(ctx, newRoom); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.SendStateEvent(ctx, newRoom, event.StateRoomName, "", map[string]any{"name": "情報政策課（新）"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func ptr[T any](v T) *T { return &v }
