@@ -75,7 +75,7 @@ func TestReports(t *testing.T) {
 			status int
 			code   string
 		}{
-			{carol, reportURL(room.RoomID, spam.EventID), map[string]any{"reason": "x"}, 404, "M_NOT_FOUND"},   // not a member
+			{carol, reportURL(room.RoomID, spam.EventID), map[string]any{"reason": "x"}, 404, "M_NOT_FOUND"},    // not a member
 			{bob, reportURL(private.RoomID, secret.EventID), map[string]any{"reason": "x"}, 404, "M_NOT_FOUND"}, // not his room
 			{bob, reportURL(room.RoomID, secret.EventID), map[string]any{"reason": "x"}, 404, "M_NOT_FOUND"},    // another room's event
 			{bob, reportURL(room.RoomID, "$nothing"), map[string]any{"reason": "x"}, 404, "M_NOT_FOUND"},
