@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -245,3 +246,28 @@ func TestRoomUpgradeToV11ByModerator(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestRoomUpgradePolicy: the city's rules apply to upgrades. After hours a
+// phone may not upgrade a room (working-hours, before any room is made);
+// during hours it may.
+func TestRoomUpgradePolicy(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		c := startCity(t, engine)
+		tanaka := register(t, c.srv, "tanaka")
+		room, err := tanaka.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Name: "防災課"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		phone := c.phoneLogin(tanaka.UserID, "secret-tanaka")
+		c.clock.Set(time.Date(2026, 11, 25, 19, 0, 0, 0, jst))
+		_, code, me := upgrade(t, phone, room.RoomID, map[string]any{"new_version": "11"})
+		wantDenial(t, "upgrade from a phone after hours", code, me, 403, "working-hours")
+		if r, err := tanaka.JoinedRooms(ctxT(t)); err != nil || len(r.JoinedRooms) != 1 {
+			t.Fatalf("rooms after the refused upgrade: %v %v", r, err)
+		}
+		c.clock.Set(wednesdayMorning)
+		if _, code, me := upgrade(t, phone, room.RoomID, map[string]any{"new_version": "11"}); code != 200 {
+			t.Fatalf("upgrade from a phone in working hours: %d %+v", code, me)
+		}
+	})
+}
