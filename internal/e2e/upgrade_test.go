@@ -271,3 +271,57 @@ func TestRoomUpgradePolicy(t *testing.T) {
 		}
 	})
 }
+
+// TestRoomUpgradeV12Creators: creators of a v12 room outrank everyone and
+// are not listed in its power levels. Upgrading a v12 room to 12 with an
+// additional creator names both as creators and lists neither; going back
+// to 11, the upgrader (a creator, so of unbounded power) is listed at 100.
+func TestRoomUpgradeV12Creators(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+		ctx := ctxT(t)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "総務課", RoomVersion: "12"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		v12, code, me := upgrade(t, alice, room.RoomID, map[string]any{"new_version": "12", "additional_creators": []string{string(bob.UserID)}})
+		if code != 200 {
+			t.Fatalf("12 → 12: %d %+v", code, me)
+		}
+		create := stateContent(t, alice, v12, event.StateCreate, "")
+		if extra, _ := create["additional_creators"].([]any); len(extra) != 1 || extra[0] != string(bob.UserID) {
+			t.Errorf("additional_creators: %v", create["additional_creators"])
+		}
+		var pl event.PowerLevelsEventContent
+		if err := alice.StateEvent(ctx, v12, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		if len(pl.Users) != 0 {
+			t.Errorf("v12 power levels list creators: %v", pl.Users)
+		}
+		// Bob, a creator of the new room, may join and rename it.
+		if _, err := bob.JoinRoomByID(ctx, v12); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.SendStateEvent(ctx, v12, event.StateRoomName, "", map[string]any{"name": "総務課（新）"}); err != nil {
+			t.Errorf("additional creator renames: %v", err)
+		}
+		v11, code, me := upgrade(t, alice, v12, map[string]any{"new_version": "11"})
+		if code != 200 {
+			t.Fatalf("12 → 11: %d %+v", code, me)
+		}
+		if err := alice.StateEvent(ctx, v11, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		if pl.Users[alice.UserID] != 100 {
+			t.Errorf("v11 power levels after a v12 creator's upgrade: %v", pl.Users)
+		}
+		if name := stateContent(t, alice, v11, event.StateRoomName, ""); name["name"] != "総務課（新）" {
+			t.Errorf("name: %v", name)
+		}
+	})
+}
