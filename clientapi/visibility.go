@@ -79,24 +79,34 @@ func (v *visibility) atGroup(group int64) bool {
 	case "joined":
 		return membership == spec.Join
 	case "shared":
-		// Shared history is for members: those joined now see it all,
-		// others only what was sent while they were joined, so a user
-		// who knocked or was invited and then turned away reads nothing.
-		return membership == spec.Join || v.joinedNow()
+		// Shared history is for those who joined at some point after the
+		// event: anyone joined now, or who left while joined (access
+		// keeps them before their leave). Someone who only knocked or was
+		// invited, then turned away, reads nothing of it.
+		return membership == spec.Join || v.wasJoined()
 	default: // world_readable
 		return true
 	}
 }
 
-// joinedNow reports whether the user is joined to the room now; looked up
-// once, from the in-memory room state.
-func (v *visibility) joinedNow() bool {
-	if v.joined == nil {
-		j := false
-		if snap, err := v.s.rooms.CurrentState(v.ctx, v.roomID); err == nil {
-			j = snap.Membership(v.userID) == spec.Join
-		}
-		v.joined = &j
+// wasJoined reports whether the user is joined now or their latest
+// membership change took them out of a join; looked up once, from the
+// in-memory room state.
+func (v *visibility) wasJoined() bool {
+	if v.joined != nil {
+		return *v.joined
 	}
-	return *v.joined
+	j := false
+	if snap, err := v.s.rooms.CurrentState(v.ctx, v.roomID); err == nil {
+		if m := snap.Get(spec.MRoomMember, v.userID); m != nil {
+			j = m.Membership() == spec.Join
+			if !j && v.version != nil {
+				if before, err := v.s.rooms.StateAt(v.ctx, v.version, m.StateGroup); err == nil {
+					j = before.Membership(v.userID) == spec.Join
+				}
+			}
+		}
+	}
+	v.joined = &j
+	return j
 }

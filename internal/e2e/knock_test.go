@@ -131,3 +131,42 @@ func TestKnocking(t *testing.T) {
 		}
 	})
 }
+
+// TestSharedHistoryAfterLeave: under "shared", a member who joined and
+// left still reads what was sent before they joined, up to their leave;
+// nothing after it.
+func TestSharedHistoryAfterLeave(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+		ctx := ctxT(t)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []func() error{
+			func() error { _, err := alice.SendText(ctx, room.RoomID, "参加前の話"); return err },
+			func() error { _, err := bob.JoinRoomByID(ctx, room.RoomID); return err },
+			func() error { _, err := alice.SendText(ctx, room.RoomID, "参加中の話"); return err },
+			func() error { _, err := bob.LeaveRoom(ctx, room.RoomID); return err },
+			func() error { _, err := alice.SendText(ctx, room.RoomID, "退室後の話"); return err },
+		} {
+			if err := step(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		msgs, err := bob.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, ev := range msgs.Chunk {
+			if b, _ := ev.Content.Raw["body"].(string); b != "" {
+				got[b] = true
+			}
+		}
+		if !got["参加前の話"] || !got["参加中の話"] || got["退室後の話"] {
+			t.Errorf("bob's /messages after leaving: %v", got)
+		}
+	})
+}
