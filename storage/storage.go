@@ -203,9 +203,9 @@ type Rooms interface {
 	// RoomEvents returns up to limit events of the room with from < pos <= to,
 	// oldest first, or newest first when backwards.
 	RoomEvents(ctx context.Context, roomID string, from, to int64, limit int, backwards bool) ([]Event, error)
-	// EventsAtTS returns up to limit events of the room by origin_server_ts:
-	// forwards, those at or after ts, earliest first; backwards, those at
-	// or before ts, latest first.
+	// EventsAtTS returns up to limit timeline events (not outliers) of the
+	// room by origin_server_ts: forwards, those at or after ts, earliest
+	// first; backwards, those at or before ts, latest first.
 	EventsAtTS(ctx context.Context, roomID string, ts int64, forward bool, limit int) ([]Event, error)
 	// EventByTxn finds the event a device sent with a transaction ID.
 	EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error)

@@ -251,12 +251,13 @@ func (db *DB) RoomEvents(ctx context.Context, roomID string, from, to int64, lim
 	return scanEvents(rows)
 }
 
-// EventsAtTS implements storage.Rooms. Ties on the timestamp go by stream
+// EventsAtTS implements storage.Rooms. Outliers (below position 0) are
+// in no timeline, so not found here; ties on the timestamp go by stream
 // position, so the answer is the same on both engines.
 func (db *DB) EventsAtTS(ctx context.Context, roomID string, ts int64, forward bool, limit int) ([]storage.Event, error) {
-	q := `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND origin_ts >= $2 ORDER BY origin_ts ASC, stream_pos ASC LIMIT $3`
+	q := `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND stream_pos > 0 AND origin_ts >= $2 ORDER BY origin_ts ASC, stream_pos ASC LIMIT $3`
 	if !forward {
-		q = `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND origin_ts <= $2 ORDER BY origin_ts DESC, stream_pos DESC LIMIT $3`
+		q = `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND stream_pos > 0 AND origin_ts <= $2 ORDER BY origin_ts DESC, stream_pos DESC LIMIT $3`
 	}
 	rows, err := db.r.QueryContext(ctx, q, roomID, ts, limit)
 	if err != nil {
