@@ -90,6 +90,7 @@ func (s *Service) ImportJoin(ctx context.Context, version gomatrixserverlib.IRoo
 	commits = append(commits, c)
 
 	r.latest, r.depth, r.group, r.chain, r.snap = c.Latest, c.Depth, g.ID, 1, after
+	r.extState = map[string]*Snapshot{ev.ID(): after}
 	r.joined, r.servers = s.localJoined(after), s.remoteServers(after)
 	r.addRecent(ev)
 	r.used.Store(s.stream.Current())

@@ -250,9 +250,22 @@ func (s *Service) applyRemote(ctx context.Context, r *room, ev *Event, before *S
 		chain = c.NewGroup.Depth
 	}
 	if len(latest) > 1 {
-		// Other branches stay open: the room's state is theirs and this
-		// one's, resolved.
-		resolved, err := s.resolve(ctx, r.version, r.snap, after)
+		// Other branches stay open: the room's state is the resolution of
+		// the states after every forward extremity, all at once (state
+		// resolution is not associative: resolving pairwise, in the order
+		// events happened to arrive, would differ between servers).
+		snaps := []*Snapshot{after}
+		for _, id := range latest[1:] {
+			snap := r.extState[id]
+			if snap == nil {
+				var err error
+				if snap, err = s.stateAfterEvent(ctx, r.version, id); err != nil {
+					return c, err
+				}
+			}
+			snaps = append(snaps, snap)
+		}
+		resolved, err := s.resolve(ctx, r.version, snaps...)
 		if err != nil {
 			return c, err
 		}
@@ -284,11 +297,37 @@ func (s *Service) applyRemote(ctx context.Context, r *room, ev *Event, before *S
 			c.Membership = &storage.Membership{RoomID: r.id, UserID: *ev.StateKey(), Membership: m.Membership(), EventID: m.ID(), Pos: ev.Pos}
 		}
 	}
+	ext := map[string]*Snapshot{ev.ID(): after}
+	for _, id := range latest[1:] {
+		if snap := r.extState[id]; snap != nil {
+			ext[id] = snap
+		}
+	}
+	r.extState = ext
 	c.Latest, c.Depth, c.StateGroup = latest, max(r.depth, ev.PDU.Depth()), currentGroup
 	r.latest, r.depth, r.group, r.chain, r.snap = c.Latest, c.Depth, currentGroup, chain, current
 	r.joined, r.servers = s.localJoined(current), s.remoteServers(current)
 	r.addRecent(ev)
 	return c, nil
+}
+
+// stateAfterEvent is the room state right after the stored event id.
+func (s *Service) stateAfterEvent(ctx context.Context, version gomatrixserverlib.IRoomVersion, id string) (*Snapshot, error) {
+	evs, err := s.loadEvents(ctx, version, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, fmt.Errorf("forward extremity %s is not stored", id)
+	}
+	snap, err := s.StateAt(ctx, version, evs[0].StateGroup)
+	if err != nil {
+		return nil, err
+	}
+	if evs[0].IsState() {
+		snap = snap.with(evs[0])
+	}
+	return snap, nil
 }
 
 // sameState reports whether a and b hold the same events.

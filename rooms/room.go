@@ -37,6 +37,9 @@ type room struct {
 	// servers are the other servers with members joined, which are sent
 	// this server's events; replaced (never mutated) on change.
 	servers []string
+	// extState is the state after each forward extremity built or
+	// received since the room was loaded (some may not be committed yet).
+	extState map[string]*Snapshot
 
 	rmu    sync.RWMutex
 	recent []*Event // newest last, ascending Pos, at most recentMax

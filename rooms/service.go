@@ -409,6 +409,7 @@ func (s *Service) applyOne(r *room, ev *Event, newRoom *storage.Room) storage.Ev
 		}
 	}
 	r.latest, r.depth = c.Latest, c.Depth
+	r.extState = map[string]*Snapshot{ev.ID(): r.snap}
 	r.addRecent(ev)
 	return c
 }

@@ -650,3 +650,112 @@ func TestFederatedInvites(t *testing.T) {
 		waitFor(t, bob, before.NextBatch, func(r *mautrix.RespSync) bool { _, left := r.Rooms.Leave[room.RoomID]; return left })
 	})
 }
+
+// TestFederatedStateConflicts: three servers (two cities and the
+// prefecture) in one room; concurrent conflicting changes of the topic and
+// of power levels end the same on every server.
+func TestFederatedStateConflicts(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b, p = "city-a.test", "city-b.test", "pref.test"
+		all := []string{a, b, p}
+		cities := startFederation(t, engine, all, map[string][]string{a: {b, p}, b: {a, p}, p: {a, b}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		pat := register(t, cities[p].srv, "pat")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "県市町村連絡会"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range []struct {
+			c   *mautrix.Client
+			srv string
+		}{{bob, b}, {pat, p}} {
+			if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[j.srv].srv)+"/_matrix/client/v3/join/"+string(room.RoomID)+"?server_name="+a,
+				j.c.AccessToken, map[string]any{}, nil); code != 200 {
+				t.Fatalf("%s joins: %d %+v", j.c.UserID, code, me)
+			}
+		}
+		// Everyone may change the topic; bob and pat may change power.
+		pl := map[string]any{"users": map[string]int{string(alice.UserID): 100, string(bob.UserID): 100, string(pat.UserID): 100},
+			"events": map[string]int{"m.room.topic": 0}, "state_default": 50}
+		if _, err := alice.SendStateEvent(ctxT(t), room.RoomID, event.StatePowerLevels, "", pl); err != nil {
+			t.Fatal(err)
+		}
+		// pat (joined through city-a) hears city-b's messages directly,
+		// once city-b has heard of pat's join (city-a passes it on).
+		waitState(t, bob, room.RoomID, event.StateMember, func(map[string]any) bool { return true }, string(pat.UserID))
+		if _, err := bob.SendText(ctxT(t), room.RoomID, "市から県へ"); err != nil {
+			t.Fatal(err)
+		}
+		waitHistory(t, pat, room.RoomID, func(bodies []string) bool { return slices.Contains(bodies, "市から県へ") })
+		for _, c := range []*mautrix.Client{bob, pat} {
+			waitState(t, c, room.RoomID, event.StatePowerLevels, func(content map[string]any) bool {
+				users, _ := content["users"].(map[string]any)
+				return users[string(pat.UserID)] != nil
+			})
+		}
+
+		clients := map[string]*mautrix.Client{a: alice, b: bob, p: pat}
+		for round := range 3 {
+			done := make(chan error, 3)
+			for _, srv := range all {
+				c := clients[srv]
+				go func() {
+					_, err := c.SendStateEvent(ctxT(t), room.RoomID, event.StateTopic, "", map[string]string{"topic": fmt.Sprintf("%s案 %d", srv, round)})
+					if err == nil && srv != a { // and a power change racing the topics
+						levels := map[string]any{"users": map[string]int{string(alice.UserID): 100, string(bob.UserID): 100, string(pat.UserID): 100,
+							"@round" + fmt.Sprint(round) + ":" + srv: 10}, "events": map[string]int{"m.room.topic": 0}, "state_default": 50}
+						_, err = c.SendStateEvent(ctxT(t), room.RoomID, event.StatePowerLevels, "", levels)
+					}
+					done <- err
+				}()
+			}
+			for range all {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// Every server settles on the same topic and power levels.
+		for _, typ := range []event.Type{event.StateTopic, event.StatePowerLevels} {
+			var first string
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				var got []string
+				for _, srv := range all {
+					var content json.RawMessage
+					do(t, http.DefaultClient, "GET", baseURL(cities[srv].srv)+"/_matrix/client/v3/rooms/"+string(room.RoomID)+"/state/"+typ.Type+"/",
+						clients[srv].AccessToken, nil, &content)
+					got = append(got, string(content))
+				}
+				first = got[0]
+				if got[0] == got[1] && got[1] == got[2] {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s differs between servers: %q", typ.Type, got)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			t.Logf("%s on every server: %s", typ.Type, first)
+		}
+	})
+}
+
+// waitState reads the room's state event of typ (and state key, "" by
+// default) until ok likes it; bounded.
+func waitState(t *testing.T, c *mautrix.Client, roomID id.RoomID, typ event.Type, ok func(map[string]any) bool, stateKey ...string) {
+	t.Helper()
+	key := ""
+	if len(stateKey) > 0 {
+		key = stateKey[0]
+	}
+	var content map[string]any
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		content = nil
+		if err := c.StateEvent(ctxT(t), roomID, typ, key, &content); err == nil && ok(content) {
+			return
+		}
+	}
+	t.Fatalf("%s: %s never got there: %v", c.UserID, typ.Type, content)
+}
