@@ -31,6 +31,8 @@ type Event struct {
 
 	notifyOnce sync.Once
 	notify     Notify
+	// rel is content."m.relates_to", parsed once when the event is made.
+	rel *storage.Relation
 }
 
 // Notify is what unread counting needs of an event, parsed once.
@@ -151,6 +153,7 @@ func newEvent(pdu gomatrixserverlib.PDU, pos, group int64, redaction *Event) (*E
 		return nil, fmt.Errorf("encode client event: %w", err)
 	}
 	ev.prefix = b[:len(b)-1]
+	ev.rel = parseRelation(cf.Content)
 	var ux unsignedExtra
 	if u := pdu.Unsigned(); len(u) > 0 {
 		// prev_content and friends were put in the PDU's unsigned when
@@ -184,6 +187,12 @@ func (e *Event) ClientJSON(now time.Time, forDevice string) []byte {
 
 // AppendClientJSON appends ClientJSON to b.
 func (e *Event) AppendClientJSON(b []byte, now time.Time, forDevice string) []byte {
+	return append(e.appendClientJSONOpen(b, now, forDevice), "}}"...)
+}
+
+// appendClientJSONOpen appends the client JSON up to the last unsigned
+// field, leaving unsigned and the event open for more.
+func (e *Event) appendClientJSONOpen(b []byte, now time.Time, forDevice string) []byte {
 	b = append(b, e.prefix...)
 	b = append(b, `,"unsigned":{"age":`...)
 	age := now.UnixMilli() - int64(e.PDU.OriginServerTS())
@@ -195,8 +204,7 @@ func (e *Event) AppendClientJSON(b []byte, now time.Time, forDevice string) []by
 		b = append(b, `,"transaction_id":`...)
 		b = strconv.AppendQuote(b, e.TxnID)
 	}
-	b = append(b, e.extra...)
-	return append(b, "}}"...)
+	return append(b, e.extra...)
 }
 
 // StrippedJSON is the stripped state form used in invite_state.

@@ -281,10 +281,14 @@ func (s *Service) prepare(ctx context.Context, r *room, req *Request) (*pending,
 	}); d != nil {
 		return nil, d
 	}
-	ev, err := newEvent(pdu, s.stream.Allocate(), r.group, nil)
+	ev, err := newEvent(pdu, 0, r.group, nil)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkAnnotation(ctx, r, req.Sender, req.Type, ev.rel); err != nil {
+		return nil, err
+	}
+	ev.Pos = s.stream.Allocate()
 	ev.TxnDevice, ev.TxnID = req.TxnDevice, req.TxnID
 	p := s.apply(r, ev, nil)
 	if target != nil {
@@ -389,6 +393,7 @@ func (s *Service) applyOne(r *room, ev *Event, newRoom *storage.Room) storage.Ev
 		Latest:     []string{ev.ID()},
 		Depth:      ev.PDU.Depth(),
 		StateGroup: r.group,
+		Relation:   relationRow(ev),
 	}
 	if ev.IsState() {
 		gid := s.groupSeq.Add(1)

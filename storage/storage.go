@@ -23,6 +23,7 @@ var (
 type Store interface {
 	Accounts
 	Rooms
+	Relations
 	Streams
 	Media
 	Policy
@@ -189,6 +190,76 @@ type EventCommit struct {
 	// Outbox are what other servers must be sent of this event, committed
 	// with it so that an acknowledged event always reaches them.
 	Outbox []OutboundItem
+	// Relation is set when the event's content carries m.relates_to.
+	Relation *Relation
+}
+
+// Relation is one event's relationship to a parent event (content
+// "m.relates_to" with a rel_type).
+type Relation struct {
+	EventID  string
+	RoomID   string
+	Parent   string
+	RelType  string
+	Sender   string
+	Type     string
+	Key      string // m.annotation's key
+	OriginTS int64
+	Pos      int64
+}
+
+// RelationQuery selects the children of parents in one room with
+// From < Pos <= To; RelType and Type "" match any.
+type RelationQuery struct {
+	RoomID    string
+	Parents   []string
+	RelType   string
+	Type      string
+	From, To  int64
+	Limit     int
+	Backwards bool // newest first
+}
+
+// ThreadSummary is what a thread root's m.thread aggregation needs.
+type ThreadSummary struct {
+	Root         string
+	Count        int
+	Latest       string // the newest event in the thread
+	LatestPos    int64
+	Participated bool // the user sent an event in the thread (not the root)
+}
+
+// ThreadQuery selects a room's thread roots by their latest event, newest
+// first: those whose latest event (at or before UpTo) is before Before.
+// With UserID set, only threads the user took part in (root or reply).
+type ThreadQuery struct {
+	RoomID string
+	UserID string
+	Before int64
+	UpTo   int64
+	Limit  int
+}
+
+// Relations are the relationships between events.
+type Relations interface {
+	// RelatedEvents lists the child events q selects, oldest first, or
+	// newest first when q.Backwards.
+	RelatedEvents(ctx context.Context, q RelationQuery) ([]Event, error)
+	// RelationsTo lists the relations of relType to the parents with
+	// Pos <= upTo, oldest first, at most limit.
+	RelationsTo(ctx context.Context, parents []string, relType string, upTo int64, limit int) ([]Relation, error)
+	// ThreadSummaries summarises the threads rooted at roots, as seen by
+	// userID up to upTo; roots without replies are left out.
+	ThreadSummaries(ctx context.Context, roots []string, userID string, upTo int64) ([]ThreadSummary, error)
+	// ThreadRoots lists thread roots as q selects.
+	ThreadRoots(ctx context.Context, q ThreadQuery) ([]ThreadSummary, error)
+	// HasRelation reports whether parent has a child of relType in the room.
+	HasRelation(ctx context.Context, roomID, parent, relType string) (bool, error)
+	// Relation returns the event's relation, ErrNotFound if it has none.
+	Relation(ctx context.Context, eventID string) (Relation, error)
+	// HasAnnotation reports whether sender has an unredacted annotation of
+	// type typ with key on parent.
+	HasAnnotation(ctx context.Context, parent, sender, typ, key string) (bool, error)
 }
 
 // Rooms is the event graph and room state.

@@ -98,10 +98,21 @@ func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 			return fmt.Errorf("update membership: %w", err)
 		}
 	}
+	if rel := c.Relation; rel != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, sender, type, aggregation_key, origin_ts, stream_pos)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			rel.EventID, rel.RoomID, rel.Parent, rel.RelType, rel.Sender, rel.Type, rel.Key, rel.OriginTS, rel.Pos); err != nil {
+			return fmt.Errorf("insert relation: %w", err)
+		}
+	}
 	if c.Redacts != "" {
 		if _, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $2, event_json = $3 WHERE event_id = $1`,
 			c.Redacts, ev.EventID, string(c.RedactedJSON)); err != nil {
 			return fmt.Errorf("redact event: %w", err)
+		}
+		// Redaction strips content, m.relates_to with it.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM event_relations WHERE event_id = $1`, c.Redacts); err != nil {
+			return fmt.Errorf("remove redacted relation: %w", err)
 		}
 	}
 	return nil
