@@ -155,14 +155,23 @@ func (s *Server) joinedLocal(ctx context.Context, userID, roomID string) ([]stri
 func (s *Server) handleReceipt(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	v := vars(r)
-	var req struct {
-		ThreadID string `json:"thread_id"`
-	}
+	var req map[string]json.RawMessage
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
-	if err := s.markRead(r.Context(), dev.UserID, v["roomId"], v["receiptType"], v["eventId"], req.ThreadID); err != nil {
+	threadID := ""
+	if raw, ok := req["thread_id"]; ok {
+		if json.Unmarshal(raw, &threadID) != nil || threadID == "" {
+			writeError(w, errInvalidParam("thread_id must be a non-empty string"))
+			return
+		}
+		if v["receiptType"] == "m.fully_read" {
+			writeError(w, errInvalidParam("m.fully_read cannot be threaded"))
+			return
+		}
+	}
+	if err := s.markRead(r.Context(), dev.UserID, v["roomId"], v["receiptType"], v["eventId"], threadID); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -206,6 +215,11 @@ func (s *Server) markRead(ctx context.Context, userID, roomID, typ, eventID, thr
 		}
 		return errNotFound("event %s not found in this room", eventID)
 	}
+	if threadID != "" && threadID != "main" {
+		if err := s.checkThreadReceipt(ctx, roomID, ev, threadID); err != nil {
+			return err
+		}
+	}
 	if typ == "m.fully_read" {
 		content, _ := json.Marshal(map[string]string{"event_id": eventID})
 		return s.putAccountData(ctx, userID, roomID, "m.fully_read", content)
@@ -224,6 +238,26 @@ func (s *Server) markRead(ctx context.Context, userID, roomID, typ, eventID, thr
 		members = []string{userID}
 	}
 	s.rooms.Notifier().Wake(members...)
+	return nil
+}
+
+// checkThreadReceipt checks a threaded receipt's thread_id: it must name
+// a thread root of the room, and the event must be that root or in its
+// thread (receipts.yaml, 400 M_INVALID_PARAM otherwise).
+func (s *Server) checkThreadReceipt(ctx context.Context, roomID string, ev *rooms.Event, threadID string) error {
+	root, err := s.rooms.IsThreadRoot(ctx, roomID, threadID)
+	if err != nil {
+		return err
+	}
+	if !root {
+		return errInvalidParam("thread_id %s is not a thread root in this room", threadID)
+	}
+	if ev.ID() == threadID {
+		return nil
+	}
+	if rel := ev.Relation(); rel == nil || rel.RelType != rooms.RelThread || rel.Parent != threadID {
+		return errInvalidParam("event %s is not in thread %s", ev.ID(), threadID)
+	}
 	return nil
 }
 

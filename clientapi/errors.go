@@ -97,6 +97,8 @@ func toMatrixError(err error) *Error {
 		return newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "request body is larger than %d bytes", tooLarge.Limit)
 	case errors.Is(err, rooms.ErrUnknownRoom):
 		return errNotFound("unknown room")
+	case errors.Is(err, rooms.ErrDuplicateAnnotation):
+		return newErr(http.StatusBadRequest, "M_DUPLICATE_ANNOTATION", "you have already sent this annotation to this event")
 	case errors.Is(err, rooms.ErrBadEvent):
 		return errBadJSON("%s", strings.TrimPrefix(err.Error(), "bad event: "))
 	case errors.Is(err, rooms.ErrUnsupportedVersion):

@@ -147,10 +147,10 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		}
 		more = consumed < len(evs) || (len(evs) == limit && limit > 0)
 	}
-	now := nowTime()
-	out := make([]json.RawMessage, 0, len(chunk))
-	for _, ev := range chunk {
-		out = append(out, ev.ClientJSON(now, dev.key()))
+	out, err := s.bundled(r.Context(), dev, roomID, chunk, upTo)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	resp := map[string]any{"chunk": out, "start": posToken(from)}
 	if more {
@@ -226,12 +226,27 @@ func (s *Server) handleContext(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := nowTime()
-	enc := func(evs []*rooms.Event) []json.RawMessage {
-		out := []json.RawMessage{}
+	all := []*rooms.Event{ev}
+	keep := func(evs []*rooms.Event) []*rooms.Event {
+		out := []*rooms.Event{}
 		for _, e := range evs {
 			if filter.allowsEvent(e) && vis.allows(e) {
-				out = append(out, e.ClientJSON(now, dev.key()))
+				out = append(out, e)
 			}
+		}
+		all = append(all, out...)
+		return out
+	}
+	shownBefore, shownAfter := keep(before), keep(after)
+	aggs, err := s.rooms.Aggregations(r.Context(), roomID, dev.UserID, all, upTo)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	enc := func(evs []*rooms.Event) []json.RawMessage {
+		out := make([]json.RawMessage, 0, len(evs))
+		for _, e := range evs {
+			out = append(out, e.AppendBundledJSON(nil, now, dev.key(), aggs))
 		}
 		return out
 	}
@@ -256,7 +271,7 @@ func (s *Server) handleContext(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	writeJSON(w, 200, map[string]any{
-		"event": json.RawMessage(ev.ClientJSON(now, dev.key())), "events_before": enc(before), "events_after": enc(after),
+		"event": json.RawMessage(ev.AppendBundledJSON(nil, now, dev.key(), aggs)), "events_before": enc(shownBefore), "events_after": enc(shownAfter),
 		"start": posToken(start), "end": posToken(end), "state": state,
 	})
 }

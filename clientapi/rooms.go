@@ -569,7 +569,12 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNotFound("event not found"))
 		return
 	}
-	writeJSON(w, 200, ev.ClientJSON(nowTime(), dev.key()))
+	out, err := s.bundled(r.Context(), dev, v["roomId"], []*rooms.Event{ev}, upTo)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, []byte(out[0]))
 }
 
 // handleMembers serves GET /rooms/{roomId}/members (membership and

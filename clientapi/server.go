@@ -206,6 +206,7 @@ func (s *Server) Handler() http.Handler {
 		writeError(w, newErr(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method not allowed"))
 	})
 	s.routes(r)
+	s.relationRoutes(r)
 	s.mediaRoutes(r)
 	s.adminRoutes(r, s.requireAdmin)
 	return s.middleware(r)

@@ -331,8 +331,10 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 	for _, ev := range evs {
 		if tf.allowsEvent(ev) && vis.allows(ev) {
 			shown = append(shown, ev)
-			jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(now, key))
 		}
+	}
+	if jr.Timeline.Events, err = s.bundled(ctx, dev, roomID, shown, cur); err != nil {
+		return nil, err
 	}
 	if len(evs) > 0 {
 		jr.Timeline.PrevBatch = posToken(evs[0].Pos - 1)
@@ -534,13 +536,16 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 	if err != nil {
 		return nil, err
 	}
-	now := nowTime()
 	lr := &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}, Limited: limited}}
 	vis := s.visibility(ctx, req.dev.UserID, roomID)
+	var shown []*rooms.Event
 	for _, ev := range evs {
 		if req.filter.Room.Timeline.allowsEvent(ev) && vis.allows(ev) {
-			lr.Timeline.Events = append(lr.Timeline.Events, ev.ClientJSON(now, req.dev.key()))
+			shown = append(shown, ev)
 		}
+	}
+	if lr.Timeline.Events, err = s.bundled(ctx, req.dev, roomID, shown, m.Pos); err != nil {
+		return nil, err
 	}
 	if len(evs) > 0 {
 		lr.Timeline.PrevBatch = posToken(evs[0].Pos - 1)
