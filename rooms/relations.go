@@ -82,7 +82,7 @@ func (s *Service) checkAnnotation(ctx context.Context, r *room, sender, typ stri
 		}
 	}
 	r.rmu.RUnlock()
-	dup, err := s.store.HasAnnotation(ctx, rel.Parent, sender, typ, rel.Key)
+	dup, err := s.store.HasAnnotation(ctx, r.id, rel.Parent, sender, typ, rel.Key)
 	if err != nil {
 		return err
 	}
@@ -231,15 +231,15 @@ func (s *Service) aggregateStored(ctx context.Context, r *room, userID string, e
 		}
 		return a
 	}
-	threads, err := s.store.ThreadSummaries(ctx, ids, userID, upTo)
+	threads, err := s.store.ThreadSummaries(ctx, r.id, ids, userID, upTo)
 	if err != nil {
 		return err
 	}
-	edits, err := s.store.RelationsTo(ctx, ids, RelReplace, upTo, maxReferences)
+	edits, err := s.store.RelationsTo(ctx, r.id, ids, RelReplace, upTo, maxReferences)
 	if err != nil {
 		return err
 	}
-	refs, err := s.store.RelationsTo(ctx, ids, RelReference, upTo, maxReferences)
+	refs, err := s.store.RelationsTo(ctx, r.id, ids, RelReference, upTo, maxReferences)
 	if err != nil {
 		return err
 	}

@@ -245,12 +245,14 @@ type Relations interface {
 	// RelatedEvents lists the child events q selects, oldest first, or
 	// newest first when q.Backwards.
 	RelatedEvents(ctx context.Context, q RelationQuery) ([]Event, error)
-	// RelationsTo lists the relations of relType to the parents with
-	// Pos <= upTo, oldest first, at most limit.
-	RelationsTo(ctx context.Context, parents []string, relType string, upTo int64, limit int) ([]Relation, error)
-	// ThreadSummaries summarises the threads rooted at roots, as seen by
-	// userID up to upTo; roots without replies are left out.
-	ThreadSummaries(ctx context.Context, roots []string, userID string, upTo int64) ([]ThreadSummary, error)
+	// RelationsTo lists the relations of relType to the parents from
+	// events of the room with Pos <= upTo, oldest first, at most limit.
+	// (An event of another room may name any event ID as its parent.)
+	RelationsTo(ctx context.Context, roomID string, parents []string, relType string, upTo int64, limit int) ([]Relation, error)
+	// ThreadSummaries summarises the threads rooted at roots, from the
+	// room's events, as seen by userID up to upTo; roots without replies
+	// are left out.
+	ThreadSummaries(ctx context.Context, roomID string, roots []string, userID string, upTo int64) ([]ThreadSummary, error)
 	// ThreadRoots lists thread roots as q selects.
 	ThreadRoots(ctx context.Context, q ThreadQuery) ([]ThreadSummary, error)
 	// HasRelation reports whether parent has a child of relType in the room.
@@ -258,8 +260,8 @@ type Relations interface {
 	// Relation returns the event's relation, ErrNotFound if it has none.
 	Relation(ctx context.Context, eventID string) (Relation, error)
 	// HasAnnotation reports whether sender has an unredacted annotation of
-	// type typ with key on parent.
-	HasAnnotation(ctx context.Context, parent, sender, typ, key string) (bool, error)
+	// type typ with key on parent in the room.
+	HasAnnotation(ctx context.Context, roomID, parent, sender, typ, key string) (bool, error)
 }
 
 // Rooms is the event graph and room state.

@@ -89,6 +89,15 @@ func newRelWorld(t *testing.T, engine string) *relWorld {
 			"m.relates_to":                     map[string]any{"rel_type": "m.reference", "event_id": w.poll},
 			"org.matrix.msc3381.poll.response": map[string]any{"answers": []string{"a"}}}))
 	}
+	// Bob's own room, whose events name the root as their parent: they
+	// must not show up in the root's room.
+	elsewhere, err := w.bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, w.bob, elsewhere.RoomID, event.EventMessage, text("forged reply", (&event.RelatesTo{}).SetThread(w.root, w.root)))
+	send(t, w.bob, elsewhere.RoomID, event.EventMessage, text("forged reference", &event.RelatesTo{Type: event.RelReference, EventID: w.root}))
+	send(t, w.bob, elsewhere.RoomID, event.EventReaction, map[string]any{"m.relates_to": (&event.RelatesTo{}).SetAnnotation(w.root, "👍")})
 	return w
 }
 

@@ -49,13 +49,13 @@ func scanRelations(rows *sql.Rows) ([]storage.Relation, error) {
 }
 
 // RelationsTo implements storage.Relations.
-func (db *DB) RelationsTo(ctx context.Context, parents []string, relType string, upTo int64, limit int) ([]storage.Relation, error) {
+func (db *DB) RelationsTo(ctx context.Context, roomID string, parents []string, relType string, upTo int64, limit int) ([]storage.Relation, error) {
 	if len(parents) == 0 {
 		return nil, nil
 	}
-	args := append([]any{relType, upTo, limit}, stringArgs(parents)...)
+	args := append([]any{relType, upTo, limit, roomID}, stringArgs(parents)...)
 	rows, err := db.r.QueryContext(ctx, `SELECT `+relationCols+` FROM event_relations
-		WHERE rel_type = $1 AND stream_pos <= $2 AND relates_to IN (`+placeholders(4, len(parents))+`)
+		WHERE rel_type = $1 AND stream_pos <= $2 AND room_id = $4 AND relates_to IN (`+placeholders(5, len(parents))+`)
 		ORDER BY stream_pos LIMIT $3`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list relations: %w", mapErr(err))
@@ -65,14 +65,14 @@ func (db *DB) RelationsTo(ctx context.Context, parents []string, relType string,
 
 // ThreadSummaries implements storage.Relations: counts and the newest reply
 // per root in one query, the newest found by its (unique) position.
-func (db *DB) ThreadSummaries(ctx context.Context, roots []string, userID string, upTo int64) ([]storage.ThreadSummary, error) {
+func (db *DB) ThreadSummaries(ctx context.Context, roomID string, roots []string, userID string, upTo int64) ([]storage.ThreadSummary, error) {
 	if len(roots) == 0 {
 		return nil, nil
 	}
-	args := append([]any{userID, upTo}, stringArgs(roots)...)
+	args := append([]any{userID, upTo, roomID}, stringArgs(roots)...)
 	rows, err := db.r.QueryContext(ctx, `SELECT t.relates_to, t.n, l.event_id, t.latest, t.mine FROM (
 			SELECT relates_to, COUNT(*) AS n, MAX(stream_pos) AS latest, MAX(CASE WHEN sender = $1 THEN 1 ELSE 0 END) AS mine
-			FROM event_relations WHERE rel_type = 'm.thread' AND stream_pos <= $2 AND relates_to IN (`+placeholders(3, len(roots))+`)
+			FROM event_relations WHERE rel_type = 'm.thread' AND stream_pos <= $2 AND room_id = $3 AND relates_to IN (`+placeholders(4, len(roots))+`)
 			GROUP BY relates_to) t
 		JOIN event_relations l ON l.stream_pos = t.latest`, args...)
 	if err != nil {
@@ -149,11 +149,11 @@ func (db *DB) Relation(ctx context.Context, eventID string) (storage.Relation, e
 }
 
 // HasAnnotation implements storage.Relations.
-func (db *DB) HasAnnotation(ctx context.Context, parent, sender, typ, key string) (bool, error) {
+func (db *DB) HasAnnotation(ctx context.Context, roomID, parent, sender, typ, key string) (bool, error) {
 	var n int
 	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM event_relations
-		WHERE relates_to = $1 AND rel_type = 'm.annotation' AND sender = $2 AND type = $3 AND aggregation_key = $4`,
-		parent, sender, typ, key).Scan(&n)
+		WHERE relates_to = $1 AND rel_type = 'm.annotation' AND sender = $2 AND type = $3 AND aggregation_key = $4 AND room_id = $5`,
+		parent, sender, typ, key, roomID).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("look up annotation: %w", mapErr(err))
 	}

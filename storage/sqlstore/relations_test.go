@@ -13,6 +13,11 @@ import (
 // when relType is set.
 func relEvent(t *testing.T, db storage.Store, pos int64, id, sender, typ, parent, relType, key string) {
 	t.Helper()
+	relEventIn(t, db, roomID, pos, id, sender, typ, parent, relType, key)
+}
+
+func relEventIn(t *testing.T, db storage.Store, roomID string, pos int64, id, sender, typ, parent, relType, key string) {
+	t.Helper()
 	c := storage.EventCommit{
 		Event: storage.Event{Pos: pos, EventID: id, RoomID: roomID, Type: typ, Sender: sender, Depth: pos, StateGroup: 2,
 			JSON: []byte(fmt.Sprintf(`{"type":%q,"content":{}}`, typ))},
@@ -46,6 +51,13 @@ func TestRelations(t *testing.T) {
 		relEvent(t, db, 15, "$root2", bob, "m.room.message", "", "", "")
 		relEvent(t, db, 16, "$u1", alice, "m.room.message", "$root2", "m.thread", "")
 		relEvent(t, db, 17, "$ref", alice, "m.room.message", "$t1", "m.reference", "")
+		// Events of another room may name $root as their parent; they are
+		// no part of its relations.
+		const mallory = "@mallory:test"
+		relEventIn(t, db, "!other:test", 18, "$x1", mallory, "m.room.message", "$root", "m.thread", "")
+		relEventIn(t, db, "!other:test", 19, "$x2", alice, "m.room.message", "$root", "m.replace", "")
+		relEventIn(t, db, "!other:test", 20, "$x3", mallory, "m.reaction", "$root", "m.annotation", "👎")
+		relEventIn(t, db, "!other:test", 21, "$x4", mallory, "m.room.message", "$root", "m.reference", "")
 
 		all := storage.RelationQuery{RoomID: roomID, Parents: []string{"$root"}, From: 0, To: 100, Limit: 10}
 		evs, err := db.RelatedEvents(ctx, all)
@@ -79,9 +91,21 @@ func TestRelations(t *testing.T) {
 		other.RoomID = "!other:test"
 		evs, err = db.RelatedEvents(ctx, other)
 		must(t, err)
-		deepEqual(t, "children in another room", eventIDs(evs), []string{})
+		deepEqual(t, "children in the other room", eventIDs(evs), []string{"$x1", "$x2", "$x3", "$x4"})
 
-		sums, err := db.ThreadSummaries(ctx, []string{"$root", "$root2", "$t1"}, bob, 100)
+		for _, relType := range []string{"m.replace", "m.reference"} {
+			rels, err := db.RelationsTo(ctx, roomID, []string{"$root"}, relType, 100, 10)
+			must(t, err)
+			for _, r := range rels {
+				if r.RoomID != roomID {
+					t.Fatalf("%s relations of $root include %s from %s", relType, r.EventID, r.RoomID)
+				}
+			}
+		}
+		if dup, err := db.HasAnnotation(ctx, roomID, "$root", mallory, "m.reaction", "👎"); err != nil || dup {
+			t.Fatalf("another room's annotation counts here: %v %v", dup, err)
+		}
+		sums, err := db.ThreadSummaries(ctx, roomID, []string{"$root", "$root2", "$t1"}, bob, 100)
 		must(t, err)
 		got := map[string]storage.ThreadSummary{}
 		for _, s := range sums {
@@ -91,11 +115,11 @@ func TestRelations(t *testing.T) {
 			"$root":  {Root: "$root", Count: 2, Latest: "$t2", LatestPos: 13, Participated: true},
 			"$root2": {Root: "$root2", Count: 1, Latest: "$u1", LatestPos: 16, Participated: false},
 		})
-		sums, err = db.ThreadSummaries(ctx, []string{"$root"}, alice, 12)
+		sums, err = db.ThreadSummaries(ctx, roomID, []string{"$root"}, alice, 12)
 		must(t, err)
 		deepEqual(t, "thread of $root up to 12", sums, []storage.ThreadSummary{{Root: "$root", Count: 1, Latest: "$t1", LatestPos: 11}})
 
-		edits, err := db.RelationsTo(ctx, []string{"$root", "$root2"}, "m.replace", 100, 10)
+		edits, err := db.RelationsTo(ctx, roomID, []string{"$root", "$root2"}, "m.replace", 100, 10)
 		must(t, err)
 		deepEqual(t, "edits", edits, []storage.Relation{{EventID: "$edit", RoomID: roomID, Parent: "$root", RelType: "m.replace",
 			Sender: alice, Type: "m.room.message", OriginTS: 1014, Pos: 14}})
@@ -136,7 +160,7 @@ func TestRelations(t *testing.T) {
 		}
 		_, err = db.Relation(ctx, "$root")
 		wantErr(t, err, storage.ErrNotFound)
-		dup, err := db.HasAnnotation(ctx, "$root", bob, "m.reaction", "👍")
+		dup, err := db.HasAnnotation(ctx, roomID, "$root", bob, "m.reaction", "👍")
 		must(t, err)
 		if !dup {
 			t.Fatal("bob's 👍 on $root not found")
@@ -145,7 +169,7 @@ func TestRelations(t *testing.T) {
 		// A redaction of the reaction and of a thread reply removes their
 		// relations in the same commit.
 		for i, target := range []string{"$react", "$t2"} {
-			pos := int64(20 + i)
+			pos := int64(40 + i)
 			id := fmt.Sprintf("$redact%d", i)
 			must(t, db.CommitEvents(ctx, []storage.EventCommit{{
 				Event: storage.Event{Pos: pos, EventID: id, RoomID: roomID, Type: "m.room.redaction", Sender: alice, Depth: pos, StateGroup: 2,
@@ -154,7 +178,7 @@ func TestRelations(t *testing.T) {
 				Redacts: target, RedactedJSON: []byte(`{"type":"redacted","content":{}}`),
 			}}))
 		}
-		dup, err = db.HasAnnotation(ctx, "$root", bob, "m.reaction", "👍")
+		dup, err = db.HasAnnotation(ctx, roomID, "$root", bob, "m.reaction", "👍")
 		must(t, err)
 		if dup {
 			t.Fatal("redacted reaction still counts as an annotation")
@@ -162,17 +186,17 @@ func TestRelations(t *testing.T) {
 		evs, err = db.RelatedEvents(ctx, all)
 		must(t, err)
 		deepEqual(t, "children of $root after redactions", eventIDs(evs), []string{"$t1", "$edit"})
-		sums, err = db.ThreadSummaries(ctx, []string{"$root"}, bob, 100)
+		sums, err = db.ThreadSummaries(ctx, roomID, []string{"$root"}, bob, 100)
 		must(t, err)
 		deepEqual(t, "thread of $root after redaction", sums, []storage.ThreadSummary{{Root: "$root", Count: 1, Latest: "$t1", LatestPos: 11, Participated: true}})
 
 		// A relation row that cannot be written fails the whole commit:
 		// the event is not stored either.
 		err = db.CommitEvents(ctx, []storage.EventCommit{{
-			Event: storage.Event{Pos: 30, EventID: "$dupe", RoomID: roomID, Type: "m.room.message", Sender: alice, Depth: 30, StateGroup: 2,
+			Event: storage.Event{Pos: 50, EventID: "$dupe", RoomID: roomID, Type: "m.room.message", Sender: alice, Depth: 50, StateGroup: 2,
 				JSON: []byte(`{}`)},
-			Latest: []string{"$dupe"}, Depth: 30, StateGroup: 2,
-			Relation: &storage.Relation{EventID: "$t1", RoomID: roomID, Parent: "$root", RelType: "m.thread", Sender: alice, Type: "m.room.message", Pos: 30},
+			Latest: []string{"$dupe"}, Depth: 50, StateGroup: 2,
+			Relation: &storage.Relation{EventID: "$t1", RoomID: roomID, Parent: "$root", RelType: "m.thread", Sender: alice, Type: "m.room.message", Pos: 50},
 		}})
 		if err == nil {
 			t.Fatal("a commit with a conflicting relation row succeeded")
