@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -25,6 +26,31 @@ type RoomEventFilter struct {
 	ContainsURL             *bool     `json:"contains_url,omitempty"`
 	LazyLoadMembers         bool      `json:"lazy_load_members,omitempty"`
 	IncludeRedundantMembers bool      `json:"include_redundant_members,omitempty"`
+	// RelatedByRelTypes and RelatedBySenders keep only events that have
+	// a child with one of those rel_types, from one of those senders.
+	RelatedByRelTypes *[]string `json:"related_by_rel_types,omitempty"`
+	RelatedBySenders  *[]string `json:"related_by_senders,omitempty"`
+}
+
+// byRelated reports whether the filter selects events by their children.
+func (f *RoomEventFilter) byRelated() bool {
+	return f.RelatedByRelTypes != nil || f.RelatedBySenders != nil
+}
+
+// relatedOnly applies related_by_rel_types and related_by_senders to evs:
+// a no-op (and no lookup) for filters without them.
+func (s *Server) relatedOnly(ctx context.Context, f *RoomEventFilter, roomID string, evs []*rooms.Event, upTo int64) ([]*rooms.Event, error) {
+	if !f.byRelated() || len(evs) == 0 {
+		return evs, nil
+	}
+	var relTypes, senders []string
+	if f.RelatedByRelTypes != nil {
+		relTypes = append([]string{}, *f.RelatedByRelTypes...)
+	}
+	if f.RelatedBySenders != nil {
+		senders = append([]string{}, *f.RelatedBySenders...)
+	}
+	return s.rooms.WithChildren(ctx, roomID, evs, relTypes, senders, upTo)
 }
 
 // RoomFilter is the spec's RoomFilter.

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -130,6 +131,11 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
+		pass, err := s.passing(r.Context(), filter, vis, roomID, evs, upTo)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
 		consumed := 0
 		for _, ev := range evs {
 			consumed++
@@ -138,7 +144,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 			} else {
 				cursor = ev.Pos
 			}
-			if filter.allowsEvent(ev) && vis.allows(ev) {
+			if pass[ev] {
 				chunk = append(chunk, ev)
 				if len(chunk) == limit {
 					break
@@ -160,6 +166,26 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		resp["state"] = s.memberEvents(r, dev, roomID, chunk)
 	}
 	writeJSON(w, 200, resp)
+}
+
+// passing returns the events of evs that filter and history visibility
+// let through.
+func (s *Server) passing(ctx context.Context, filter *RoomEventFilter, vis *visibility, roomID string, evs []*rooms.Event, upTo int64) (map[*rooms.Event]bool, error) {
+	var cand []*rooms.Event
+	for _, ev := range evs {
+		if filter.allowsEvent(ev) && vis.allows(ev) {
+			cand = append(cand, ev)
+		}
+	}
+	cand, err := s.relatedOnly(ctx, filter, roomID, cand, upTo)
+	if err != nil {
+		return nil, err
+	}
+	pass := make(map[*rooms.Event]bool, len(cand))
+	for _, ev := range cand {
+		pass[ev] = true
+	}
+	return pass, nil
 }
 
 // memberEvents returns the current member events of the senders of evs,
@@ -227,17 +253,27 @@ func (s *Server) handleContext(w http.ResponseWriter, r *http.Request) {
 	}
 	now := nowTime()
 	all := []*rooms.Event{ev}
-	keep := func(evs []*rooms.Event) []*rooms.Event {
+	keep := func(evs []*rooms.Event) ([]*rooms.Event, error) {
+		pass, err := s.passing(r.Context(), filter, vis, roomID, evs, upTo)
 		out := []*rooms.Event{}
 		for _, e := range evs {
-			if filter.allowsEvent(e) && vis.allows(e) {
+			if pass[e] {
 				out = append(out, e)
 			}
 		}
 		all = append(all, out...)
-		return out
+		return out, err
 	}
-	shownBefore, shownAfter := keep(before), keep(after)
+	shownBefore, err := keep(before)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	shownAfter, err := keep(after)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	aggs, err := s.rooms.Aggregations(r.Context(), roomID, dev.UserID, all, upTo)
 	if err != nil {
 		writeError(w, err)

@@ -333,6 +333,9 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 			shown = append(shown, ev)
 		}
 	}
+	if shown, err = s.relatedOnly(ctx, tf, roomID, shown, cur); err != nil {
+		return nil, err
+	}
 	if jr.Timeline.Events, err = s.bundled(ctx, dev, roomID, shown, cur); err != nil {
 		return nil, err
 	}
@@ -543,6 +546,9 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 		if req.filter.Room.Timeline.allowsEvent(ev) && vis.allows(ev) {
 			shown = append(shown, ev)
 		}
+	}
+	if shown, err = s.relatedOnly(ctx, &req.filter.Room.Timeline, roomID, shown, m.Pos); err != nil {
+		return nil, err
 	}
 	if lr.Timeline.Events, err = s.bundled(ctx, req.dev, roomID, shown, m.Pos); err != nil {
 		return nil, err

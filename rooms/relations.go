@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -425,4 +426,57 @@ func (s *Service) ThreadRoots(ctx context.Context, q storage.ThreadQuery) ([]*Ev
 // IsThreadRoot reports whether eventID, in the room, has thread replies.
 func (s *Service) IsThreadRoot(ctx context.Context, roomID, eventID string) (bool, error) {
 	return s.store.HasRelation(ctx, roomID, eventID, RelThread)
+}
+
+// WithChildren returns the events of evs (all of one room) that have a
+// child up to upTo with a rel_type in relTypes and a sender in senders
+// (nil matches any): the related_by_rel_types and related_by_senders of
+// a RoomEventFilter. Recent events are checked in memory.
+func (s *Service) WithChildren(ctx context.Context, roomID string, evs []*Event, relTypes, senders []string, upTo int64) ([]*Event, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	r, err := s.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	match := func(c *Event) bool {
+		return (relTypes == nil || slices.Contains(relTypes, c.rel.RelType)) && (senders == nil || slices.Contains(senders, c.Sender()))
+	}
+	keep := map[string]bool{}
+	var old []string
+	r.rmu.RLock()
+	want := map[string]bool{}
+	for _, ev := range evs {
+		if ev.Pos > r.recentFloor {
+			want[ev.ID()] = true
+		} else {
+			old = append(old, ev.ID())
+		}
+	}
+	for _, c := range r.recent {
+		if c.Pos > upTo {
+			break
+		}
+		if c.rel != nil && want[c.rel.Parent] && match(c) {
+			keep[c.rel.Parent] = true
+		}
+	}
+	r.rmu.RUnlock()
+	if len(old) > 0 {
+		ids, err := s.store.RelatedParents(ctx, roomID, old, relTypes, senders, upTo)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			keep[id] = true
+		}
+	}
+	out := make([]*Event, 0, len(keep))
+	for _, ev := range evs {
+		if keep[ev.ID()] {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
 }

@@ -255,6 +255,10 @@ type Relations interface {
 	ThreadSummaries(ctx context.Context, roomID string, roots []string, userID string, upTo int64) ([]ThreadSummary, error)
 	// ThreadRoots lists thread roots as q selects.
 	ThreadRoots(ctx context.Context, q ThreadQuery) ([]ThreadSummary, error)
+	// RelatedParents returns those of parents that have a child in the
+	// room, at or before upTo, with a rel_type in relTypes and a sender in
+	// senders (nil matches any).
+	RelatedParents(ctx context.Context, roomID string, parents, relTypes, senders []string, upTo int64) ([]string, error)
 	// HasRelation reports whether parent has a child of relType in the room.
 	HasRelation(ctx context.Context, roomID, parent, relType string) (bool, error)
 	// Relation returns the event's relation, ErrNotFound if it has none.

@@ -165,6 +165,7 @@ func TestRelations(t *testing.T) {
 
 		t.Run("bundles", func(t *testing.T) { w.testBundles(t, "from memory") })
 		t.Run("relations", w.testRelations)
+		t.Run("filters", w.testFilters)
 		t.Run("threads", w.testThreads)
 		t.Run("receipts", w.testReceipts)
 		t.Run("pinned", w.testPinned)
@@ -177,6 +178,7 @@ func TestRelations(t *testing.T) {
 		}
 		t.Run("bundles from the database", func(t *testing.T) { w.testBundles(t, "from the database") })
 		t.Run("threads from the database", w.testThreads)
+		t.Run("filters from the database", w.testFilters)
 
 		// Redactions undo relations: t2 leaves the thread, the reaction
 		// goes and bob may react again.
@@ -592,5 +594,56 @@ func (w *relWorld) testIncrementalSync(t *testing.T) {
 	}
 	if th == nil || th.Count != 1 || th.LatestEvent == nil || th.LatestEvent.ID != reply || th.CurrentUserParticipated {
 		t.Errorf("root's thread in the incremental sync: %+v", th)
+	}
+}
+
+// testFilters: related_by_rel_types and related_by_senders in /messages
+// and /sync select events by their children.
+func (w *relWorld) testFilters(t *testing.T) {
+	ctx := ctxT(t)
+	for _, tc := range []struct {
+		filter string
+		want   []id.EventID // newest first
+	}{
+		{`{"related_by_rel_types":["m.thread"]}`, []id.EventID{w.rootB, w.root}},
+		{`{"related_by_rel_types":["m.thread"],"related_by_senders":["` + string(w.alice.UserID) + `"]}`, []id.EventID{w.root}},
+		{`{"related_by_senders":["` + string(w.dave.UserID) + `"]}`, []id.EventID{w.poll}},
+		{`{"related_by_rel_types":["m.reference"]}`, []id.EventID{w.poll, w.t1, w.root}},
+		{`{"related_by_rel_types":["m.thread"],"related_by_senders":["` + string(w.carol.UserID) + `"]}`, []id.EventID{}},
+	} {
+		var got []id.EventID
+		from := ""
+		// mautrix's FilterPart has no related_by fields: send the
+		// filter as the spec writes it.
+		q := url.Values{"dir": {"b"}, "limit": {"100"}, "filter": {tc.filter}}
+		for page := 0; page < 20; page++ {
+			if from != "" {
+				q.Set("from", from)
+			}
+			var resp mautrix.RespMessages
+			code, me := do(t, http.DefaultClient, "GET", w.srv+"/_matrix/client/v3/rooms/"+url.PathEscape(string(w.room))+"/messages?"+q.Encode(), w.bob.AccessToken, nil, &resp)
+			if code != 200 {
+				t.Fatalf("messages with %s: %d %+v", tc.filter, code, me)
+			}
+			got = append(got, ids(resp.Chunk)...)
+			if resp.End == "" {
+				break
+			}
+			from = resp.End
+		}
+		if got == nil {
+			got = []id.EventID{}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("/messages with %s = %v, want %v", tc.filter, got, tc.want)
+		}
+	}
+	// The same filter on a /sync timeline.
+	resp, err := w.bob.SyncRequest(ctx, 0, "", `{"room":{"timeline":{"limit":200,"related_by_rel_types":["m.thread"]}}}`, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(resp.Rooms.Join[w.room].Timeline.Events); !slices.Equal(got, []id.EventID{w.root, w.rootB}) {
+		t.Errorf("/sync timeline with related_by_rel_types = %v, want [root rootB]", got)
 	}
 }

@@ -121,6 +121,28 @@ func (db *DB) ThreadRoots(ctx context.Context, q storage.ThreadQuery) ([]storage
 	return out, mapErr(rows.Err())
 }
 
+// RelatedParents implements storage.Relations.
+func (db *DB) RelatedParents(ctx context.Context, roomID string, parents, relTypes, senders []string, upTo int64) ([]string, error) {
+	if len(parents) == 0 || (relTypes != nil && len(relTypes) == 0) || (senders != nil && len(senders) == 0) {
+		return nil, nil
+	}
+	args := append([]any{roomID, upTo}, stringArgs(parents)...)
+	where := `relates_to IN (` + placeholders(3, len(parents)) + `)`
+	if relTypes != nil {
+		where += ` AND rel_type IN (` + placeholders(len(args)+1, len(relTypes)) + `)`
+		args = append(args, stringArgs(relTypes)...)
+	}
+	if senders != nil {
+		where += ` AND sender IN (` + placeholders(len(args)+1, len(senders)) + `)`
+		args = append(args, stringArgs(senders)...)
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT DISTINCT relates_to FROM event_relations WHERE room_id = $1 AND stream_pos <= $2 AND `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select related parents: %w", mapErr(err))
+	}
+	return scanStrings(rows)
+}
+
 // HasRelation implements storage.Relations.
 func (db *DB) HasRelation(ctx context.Context, roomID, parent, relType string) (bool, error) {
 	var n int

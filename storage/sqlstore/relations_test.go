@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/machi-chat/machi/internal/testrig"
@@ -146,6 +147,21 @@ func TestRelations(t *testing.T) {
 		must(t, err)
 		deepEqual(t, "alice's threads up to 15", roots, []storage.ThreadSummary{{Root: "$root", LatestPos: 13}})
 
+		for _, tc := range []struct {
+			relTypes, senders, want []string
+		}{
+			{[]string{"m.thread"}, nil, []string{"$root", "$root2"}},
+			{[]string{"m.thread"}, []string{alice}, []string{"$root2"}},
+			{nil, []string{alice}, []string{"$root", "$root2", "$t1"}},
+			{[]string{"m.annotation", "m.reference"}, nil, []string{"$root", "$t1"}},
+			{[]string{"m.thread"}, []string{mallory}, nil},
+			{[]string{}, nil, nil},
+		} {
+			got, err := db.RelatedParents(ctx, roomID, []string{"$root", "$root2", "$t1", "$t2"}, tc.relTypes, tc.senders, 100)
+			must(t, err)
+			slices.Sort(got)
+			deepEqual(t, fmt.Sprintf("parents related by %v from %v", tc.relTypes, tc.senders), got, tc.want)
+		}
 		has, err := db.HasRelation(ctx, roomID, "$root", "m.thread")
 		must(t, err)
 		hasNot, err := db.HasRelation(ctx, roomID, "$t1", "m.thread")
