@@ -120,10 +120,22 @@ func (s *Service) Aggregations(ctx context.Context, roomID, userID string, evs [
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]*Aggregation{}
-	var old []*Event
 	r.rmu.RLock()
 	floor := r.recentFloor
+	if !r.hasRelations(upTo) && evs[0].Pos > floor && evs[len(evs)-1].Pos > floor {
+		// The common case of a /sync: no child anywhere in memory, and
+		// every event recent enough that its children would be there.
+		allRecent := true
+		for _, ev := range evs {
+			allRecent = allRecent && ev.Pos > floor
+		}
+		if allRecent {
+			r.rmu.RUnlock()
+			return nil, nil
+		}
+	}
+	out := map[string]*Aggregation{}
+	var old []*Event
 	inMemory := map[string]*Event{}
 	for _, ev := range evs {
 		if ev.Pos > floor {
@@ -156,6 +168,20 @@ func (s *Service) Aggregations(ctx context.Context, roomID, userID string, evs [
 		}
 	}
 	return out, nil
+}
+
+// hasRelations reports whether any event in memory up to upTo relates to
+// another. r.rmu must be held.
+func (r *room) hasRelations(upTo int64) bool {
+	for _, c := range r.recent {
+		if c.Pos > upTo {
+			return false
+		}
+		if c.rel != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // addChild folds child c of parent p into p's aggregation.
@@ -345,8 +371,15 @@ func (a *Aggregation) appendJSON(b []byte, now time.Time, forDevice string) []by
 // AppendBundledJSON appends ev's client JSON with its bundled aggregations
 // from aggs (which may be nil).
 func (e *Event) AppendBundledJSON(b []byte, now time.Time, forDevice string, aggs map[string]*Aggregation) []byte {
+	a := aggs[e.ID()]
+	if a == nil {
+		if b == nil {
+			b = make([]byte, 0, len(e.prefix)+len(e.extra)+64)
+		}
+		return e.AppendClientJSON(b, now, forDevice)
+	}
 	b = e.appendClientJSONOpen(b, now, forDevice)
-	b = aggs[e.ID()].appendJSON(b, now, forDevice)
+	b = a.appendJSON(b, now, forDevice)
 	return append(b, "}}"...)
 }
 
