@@ -386,13 +386,22 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := s.rooms.Submit(r.Context(), &rooms.Request{
 		RoomID: v["roomId"], Sender: dev.UserID, Type: v["eventType"], Content: content,
-		TxnDevice: dev.DeviceID, TxnID: v["txnId"], Actor: dev.actor(),
+		TxnDevice: dev.DeviceID, TxnID: v["txnId"], Actor: dev.actor(), WakeSenderLater: true,
 	})
+	defer s.replied(w, dev.UserID, ev)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, 200, []byte(`{"event_id":"`+ev.ID()+`"}`))
+}
+
+// replied flushes the reply to a send, then releases the event to the
+// sender's /sync: the sending device learns its event's ID before the
+// event comes back through /sync (see rooms.Request.WakeSenderLater).
+func (s *Server) replied(w http.ResponseWriter, userID string, ev *rooms.Event) {
+	_ = http.NewResponseController(w).Flush()
+	s.rooms.Replied(userID, ev)
 }
 
 // handlePutState serves PUT /rooms/{roomId}/state/{eventType}/{stateKey}.
@@ -456,8 +465,9 @@ func (s *Server) handleRedact(w http.ResponseWriter, r *http.Request) {
 	body, _ := json.Marshal(content)
 	ev, err := s.rooms.Submit(r.Context(), &rooms.Request{
 		RoomID: v["roomId"], Sender: dev.UserID, Type: spec.MRoomRedaction, Content: body, Redacts: v["eventId"],
-		TxnDevice: dev.DeviceID, TxnID: "redact:" + v["txnId"], Actor: dev.actor(),
+		TxnDevice: dev.DeviceID, TxnID: "redact:" + v["txnId"], Actor: dev.actor(), WakeSenderLater: true,
 	})
+	defer s.replied(w, dev.UserID, ev)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -164,7 +164,7 @@ func newEventList() eventList { return eventList{Events: []json.RawMessage{}} }
 // incremental sync found nothing new.
 func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool, error) {
 	dev := req.dev
-	cur := s.rooms.Stream().Current()
+	cur := s.rooms.SyncCeiling(dev.UserID, s.rooms.Stream().Current())
 	typingNow := s.typing.Current()
 	from := syncToken{}
 	if req.since != nil {

@@ -86,6 +86,8 @@ type Service struct {
 	txns map[string]*txnEntry
 
 	upgradeMu sync.Mutex // one room upgrade at a time
+
+	holds replyHolds
 }
 
 type txnEntry struct {
@@ -170,6 +172,9 @@ type Request struct {
 	TxnID     string
 	// Actor says who sends it, from where, for policy.
 	Actor policy.Actor
+	// WakeSenderLater holds the event back from the sender's /sync until
+	// the caller has replied and calls Replied (see replyHolds).
+	WakeSenderLater bool
 }
 
 // Submit sends an event into a room through the one write path. It returns
@@ -218,6 +223,10 @@ func (s *Service) submit(ctx context.Context, req *Request) (*Event, error) {
 		r.mu.Lock()
 		p, err := s.prepare(ctx, r, req)
 		if err == nil {
+			if req.WakeSenderLater {
+				p.lateWake = req.Sender
+				s.holds.add(req.Sender, p.evs[0].Pos) // before the commit can complete it
+			}
 			s.writer.enqueue(p)
 		}
 		r.mu.Unlock()
@@ -225,6 +234,9 @@ func (s *Service) submit(ctx context.Context, req *Request) (*Event, error) {
 			return nil, err
 		}
 		<-p.done
+		if p.err != nil && req.WakeSenderLater {
+			s.holds.remove(req.Sender, p.evs[0].Pos)
+		}
 		if errors.Is(p.err, errRoomReset) && attempt == 0 {
 			continue
 		}
@@ -470,6 +482,11 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 			for _, fn := range s.committed {
 				fn(ev, p.joined)
 			}
+		}
+	}
+	for _, p := range batch {
+		if p.lateWake != "" {
+			delete(wake, p.lateWake) // the submitter wakes them after replying
 		}
 	}
 	users := make([]string, 0, len(wake))

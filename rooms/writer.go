@@ -37,8 +37,10 @@ type pending struct {
 	evs     []*Event
 	room    *room
 	joined  []string // local users joined after the events, for notification
-	err     error
-	done    chan struct{}
+	// lateWake is a sender whose /sync the submitter wakes itself.
+	lateWake string
+	err      error
+	done     chan struct{}
 }
 
 func newWriter(store storage.Rooms, log *slog.Logger, after func([]*pending, error)) *writer {

@@ -11,7 +11,7 @@ import (
 	"github.com/machi-chat/machi/internal/testrig"
 )
 
-// TestMatrixJSSDK runs js/chat.test.mjs, js/e2ee.test.mjs and js/backup.test.mjs — matrix-js-sdk from npm, pinned by
+// TestMatrixJSSDK runs js/chat.test.mjs, js/e2ee.test.mjs, js/backup.test.mjs and js/threads.test.mjs — matrix-js-sdk from npm, pinned by
 // js/package-lock.json — against machi. make test installs the packages and
 // sets MACHI_REQUIRE_JS, so there it fails rather than skips.
 func TestMatrixJSSDK(t *testing.T) {
@@ -30,7 +30,7 @@ func TestMatrixJSSDK(t *testing.T) {
 		srv := startServer(t, engine)
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, node, "--test", "chat.test.mjs", "e2ee.test.mjs", "backup.test.mjs")
+		cmd := exec.CommandContext(ctx, node, "--test", "chat.test.mjs", "e2ee.test.mjs", "backup.test.mjs", "threads.test.mjs")
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "MACHI_URL="+specProxy(t, baseURL(srv)))
 		out, err := cmd.CombinedOutput()

@@ -80,8 +80,9 @@ export async function register(localpart, password) {
     return res;
 }
 
-/** Starts client and waits for its first sync to reach PREPARED. */
-export function startAndSync(client, label) {
+/** Starts client (with startClient options opts) and waits for its first
+ * sync to reach PREPARED. */
+export function startAndSync(client, label, opts = {}) {
     const prepared = new Promise((resolve, reject) => {
         const onSync = (state, _prev, data) => {
             if (state === sdk.SyncState.Prepared || state === sdk.SyncState.Syncing) {
@@ -95,7 +96,7 @@ export function startAndSync(client, label) {
         client.on(sdk.ClientEvent.Sync, onSync);
     });
     return step(`${label}: start client, wait for sync PREPARED`, async () => {
-        await client.startClient({ initialSyncLimit: 10 });
+        await client.startClient({ initialSyncLimit: 10, ...opts });
         await prepared;
     });
 }
