@@ -78,7 +78,7 @@ func (s *Service) ImportJoin(ctx context.Context, version gomatrixserverlib.IRoo
 		Entries: []storage.StateEntry{{Type: ev.Type(), StateKey: *ev.StateKey(), EventID: ev.ID()}}}
 	s.snaps.put(g.ID, after)
 	c := storage.EventCommit{Event: ev.row(), ExtraGroups: []*storage.StateGroup{before.g}, NewGroup: g,
-		Latest: []string{ev.ID()}, Depth: join.Depth(), StateGroup: g.ID, CurrentState: after.entries()}
+		Latest: []string{ev.ID()}, Depth: join.Depth(), StateGroup: g.ID, CurrentState: after.entries(), Relation: relationRow(ev)}
 	c.Membership = &storage.Membership{RoomID: roomID, UserID: *ev.StateKey(), Membership: spec.Join, EventID: ev.ID(), Pos: ev.Pos}
 	// Everyone else's membership, as the room's state has it.
 	for k, m := range snap.events {

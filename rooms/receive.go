@@ -221,7 +221,7 @@ func sortedCopy(ids []string) []string {
 // extremity in place of its prev_events, and the current state is the
 // resolution of the branches' states.
 func (s *Service) applyRemote(ctx context.Context, r *room, ev *Event, before *Snapshot, beforeGroup groupRef) (storage.EventCommit, error) {
-	c := storage.EventCommit{Event: ev.row()}
+	c := storage.EventCommit{Event: ev.row(), Relation: relationRow(ev)}
 	if beforeGroup.g != nil {
 		c.ExtraGroups = append(c.ExtraGroups, beforeGroup.g)
 	}
