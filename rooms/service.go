@@ -11,6 +11,9 @@
 // event in a room can be built on one still being committed. If a commit
 // fails, the room is marked broken, every event built on the failed one is
 // failed too, and the room is reloaded from the database on next use.
+//
+// A client's send (Request.WakeSenderLater) is held back from its sender's
+// own /sync until the reply is written (holds.go).
 package rooms
 
 import (
