@@ -34,6 +34,7 @@ type Store interface {
 	RemoteInvites
 	KeyBackups
 	Reports
+	Notifications
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MinEventPos is the lowest stream position of a stored event (0 if
@@ -83,8 +84,8 @@ type Accounts interface {
 	SetAdmin(ctx context.Context, userID string, admin bool) error
 	SetSuspended(ctx context.Context, userID string, suspended bool) error
 	// DeactivateUser marks the account deactivated, clears its password
-	// and profile and removes every device, encryption key and key
-	// backup, in one transaction.
+	// and profile and removes every device, encryption key, key backup,
+	// pusher and notification, in one transaction.
 	DeactivateUser(ctx context.Context, userID string) error
 	SetDisplayName(ctx context.Context, userID, name string) error
 	SetAvatarURL(ctx context.Context, userID, url string) error
@@ -718,4 +719,41 @@ type Reports interface {
 	PutReport(ctx context.Context, r Report, audit AuditEntry) (int64, error)
 	// ListReports lists reports, oldest first.
 	ListReports(ctx context.Context, q ReportQuery) ([]Report, error)
+}
+
+// Notification is one event whose push rule actions notify one user.
+type Notification struct {
+	UserID    string
+	RoomID    string
+	EventID   string
+	Pos       int64  // the event's stream position
+	ThreadID  string // the thread root's event ID, or "main"
+	Notify    bool
+	Highlight bool
+	Actions   []byte // JSON array, as the rule gave them
+	TS        int64  // when the event was committed, ms
+}
+
+// NotificationQuery pages through a user's notifications, newest first.
+type NotificationQuery struct {
+	UserID string
+	Before int64 // only Pos < Before; 0 for no bound
+	Limit  int
+	// OnlyHighlight keeps the highlighting ones.
+	OnlyHighlight bool
+}
+
+// Notifications are the users' notifications.
+type Notifications interface {
+	// PutNotifications stores notifications, in one transaction; one
+	// already stored for the same user and event (position) is kept as
+	// it was.
+	PutNotifications(ctx context.Context, ns []Notification) error
+	// UserNotifications lists every notification of the user, oldest first.
+	UserNotifications(ctx context.Context, userID string) ([]Notification, error)
+	ListNotifications(ctx context.Context, q NotificationQuery) ([]Notification, error)
+	// PruneNotifications deletes notifications with TS < readBefore that
+	// the user has read (a read receipt, unthreaded or of their thread, at
+	// or after the event), and every one with TS < anyBefore.
+	PruneNotifications(ctx context.Context, readBefore, anyBefore int64) (int64, error)
 }
