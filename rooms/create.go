@@ -113,7 +113,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	s.rooms[r.id] = r
 	s.mu.Unlock()
 
-	p := &pending{commits: commits, evs: evs, room: r, joined: r.joined}
+	p := &pending{commits: commits, evs: evs, room: r, joined: r.joined, snap: r.snap}
 	for _, c := range commits {
 		if c.Membership != nil && c.Membership.Membership == spec.Invite {
 			p.joined = append(slices.Clone(p.joined), c.Membership.UserID)

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -28,53 +26,8 @@ type Event struct {
 	// transaction_id, with a leading comma, or empty.
 	prefix []byte
 	extra  []byte
-
-	notifyOnce sync.Once
-	notify     Notify
 	// rel is content."m.relates_to", parsed once when the event is made.
 	rel *storage.Relation
-}
-
-// Notify is what unread counting needs of an event, parsed once.
-type Notify struct {
-	// Counts is true for the events that count as unread (messages,
-	// encrypted events, stickers) and are not redacted.
-	Counts bool
-	// Mentions is content["m.mentions"].user_ids; HasMentions tells an
-	// empty list from no m.mentions at all.
-	Mentions    []string
-	HasMentions bool
-	// BodyLower is the lower-cased body, for legacy mention matching.
-	BodyLower string
-}
-
-// Notification returns the event's Notify, parsing its content the first
-// time only.
-func (e *Event) Notification() *Notify {
-	e.notifyOnce.Do(func() {
-		switch e.Type() {
-		case "m.room.message", "m.room.encrypted", "m.sticker":
-		default:
-			return
-		}
-		if e.RedactedBy != "" {
-			return
-		}
-		var c struct {
-			Body     string `json:"body"`
-			Mentions *struct {
-				UserIDs []string `json:"user_ids"`
-			} `json:"m.mentions"`
-		}
-		_ = json.Unmarshal(e.PDU.Content(), &c)
-		e.notify.Counts = true
-		if c.Mentions != nil {
-			e.notify.HasMentions, e.notify.Mentions = true, c.Mentions.UserIDs
-		} else {
-			e.notify.BodyLower = strings.ToLower(c.Body)
-		}
-	})
-	return &e.notify
 }
 
 // ID is the event ID.

@@ -100,7 +100,7 @@ func (s *Service) ImportJoin(ctx context.Context, version gomatrixserverlib.IRoo
 	s.rooms[roomID] = r
 	s.mu.Unlock()
 
-	p := &pending{commits: commits, evs: []*Event{ev}, room: r, joined: r.joined}
+	p := &pending{commits: commits, evs: []*Event{ev}, room: r, joined: r.joined, snap: r.snap}
 	s.writer.enqueue(p)
 	<-p.done
 	if p.err != nil {

@@ -52,11 +52,17 @@ func (s *Service) Receive(ctx context.Context, req *ReceiveRequest) (*Event, err
 		r.mu.Lock()
 		p, known, err := s.prepareRemote(ctx, r, req)
 		if err == nil && p != nil {
+			if s.eval != nil {
+				p.evaluated = make(chan struct{})
+			}
 			s.writer.enqueue(p)
 		}
 		r.mu.Unlock()
 		if err != nil || known != nil {
 			return known, err
+		}
+		if p.evaluated != nil {
+			s.evaluate(p) // while the writer commits
 		}
 		<-p.done
 		if errors.Is(p.err, errRoomReset) && attempt == 0 {
@@ -129,7 +135,7 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 		c.Outbox = s.outboxFor(ev, serversBefore, r.servers, string(req.Origin))
 	}
 	r.inflight.Add(1)
-	return &pending{commits: []storage.EventCommit{c}, evs: []*Event{ev}, room: r, joined: r.joined}, nil, nil
+	return &pending{commits: []storage.EventCommit{c}, evs: []*Event{ev}, room: r, joined: r.joined, snap: r.snap}, nil, nil
 }
 
 func actorOr(a policy.Actor) policy.Actor {

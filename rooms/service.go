@@ -68,8 +68,9 @@ type Service struct {
 	cfg    Config
 	store  storage.Store
 	policy Policy
-	// committed are told of every committed event (push notifications).
+	// committed are told of every committed event.
 	committed []func(*Event, []string)
+	eval      Evaluator
 	// outboxed are told which servers were queued events in a batch.
 	outboxed  []func(destinations []string)
 	outboxSeq atomic.Int64
@@ -230,11 +231,17 @@ func (s *Service) submit(ctx context.Context, req *Request) (*Event, error) {
 				p.lateWake = req.Sender
 				s.holds.add(req.Sender, p.evs[0].Pos) // before the commit can complete it
 			}
+			if s.eval != nil {
+				p.evaluated = make(chan struct{})
+			}
 			s.writer.enqueue(p)
 		}
 		r.mu.Unlock()
 		if err != nil {
 			return nil, err
+		}
+		if p.evaluated != nil {
+			s.evaluate(p) // while the writer commits
 		}
 		<-p.done
 		if p.err != nil && req.WakeSenderLater {
@@ -398,7 +405,7 @@ func (s *Service) apply(r *room, ev *Event, newRoom *storage.Room) *pending {
 		c.Outbox = s.outboxFor(ev, before, r.servers, "")
 	}
 	r.inflight.Add(1)
-	return &pending{commits: []storage.EventCommit{c}, evs: []*Event{ev}, room: r, joined: r.joined}
+	return &pending{commits: []storage.EventCommit{c}, evs: []*Event{ev}, room: r, joined: r.joined, snap: r.snap}
 }
 
 func (s *Service) applyOne(r *room, ev *Event, newRoom *storage.Room) storage.EventCommit {
@@ -476,6 +483,21 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 			}
 		}
 	}
+	if s.eval != nil {
+		for _, p := range batch {
+			if p.err != nil {
+				continue
+			}
+			if p.evaluated == nil {
+				s.evaluate(p) // a new room's first events: nobody else waits
+			} else {
+				<-p.evaluated
+			}
+			for i, ev := range p.evs {
+				s.eval.Publish(ev, p.joined, p.results[i])
+			}
+		}
+	}
 	s.stream.Complete(positions...)
 	for _, p := range batch {
 		if p.err != nil {
@@ -513,6 +535,45 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 // block (queue the work). Register before the service is used.
 func (s *Service) OnCommit(fn func(ev *Event, joined []string)) {
 	s.committed = append(s.committed, fn)
+}
+
+// Evaluator works out what each committed event means for the local users
+// of its room (push rules, notification counts). Evaluate runs on the
+// goroutine that submitted the event, after the room lock is released and
+// while the writer commits, so the work overlaps the commit instead of
+// adding to it; Publish runs on the writer after the commit and before the
+// event's stream position becomes visible, so what it records is never
+// behind the timeline /sync serves. Publish must not block. An event that
+// fails to commit is never published.
+type Evaluator interface {
+	// Evaluate is given the room state after ev and the local users
+	// joined after it (and, for a new room, those it invites).
+	Evaluate(ev *Event, snap *Snapshot, joined []string) any
+	Publish(ev *Event, joined []string, result any)
+}
+
+// SetEvaluator installs e. Set it before the service is used.
+func (s *Service) SetEvaluator(e Evaluator) { s.eval = e }
+
+// evaluate runs the evaluator over p's events and releases the writer
+// waiting for it, even if the evaluator panics.
+func (s *Service) evaluate(p *pending) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.cfg.Log.Error("evaluate committed event", "panic", v)
+		}
+		if p.results == nil {
+			p.results = make([]any, len(p.evs))
+		}
+		if p.evaluated != nil {
+			close(p.evaluated)
+		}
+	}()
+	results := make([]any, len(p.evs))
+	for i, ev := range p.evs {
+		results[i] = s.eval.Evaluate(ev, p.snap, p.joined)
+	}
+	p.results = results
 }
 
 // UserRooms lists the user's memberships (the user must be local).

@@ -18,6 +18,9 @@ type StateKey struct{ Type, Key string }
 // readers without locks. A state event makes a new Snapshot (copy on write).
 type Snapshot struct {
 	events map[StateKey]*Event
+
+	joinedOnce sync.Once
+	joined     int
 }
 
 func emptySnapshot() *Snapshot { return &Snapshot{events: map[StateKey]*Event{}} }
@@ -33,6 +36,18 @@ func (s *Snapshot) Each(fn func(*Event)) {
 	for _, ev := range s.events {
 		fn(ev)
 	}
+}
+
+// Joined counts the joined members (all servers'), the first time only.
+func (s *Snapshot) Joined() int {
+	s.joinedOnce.Do(func() {
+		for k, ev := range s.events {
+			if k.Type == spec.MRoomMember && ev.Membership() == spec.Join {
+				s.joined++
+			}
+		}
+	})
+	return s.joined
 }
 
 // Membership returns the user's membership in this state, or "leave".

@@ -18,6 +18,10 @@ import (
 //	Submit ─┐                    ┌─ CommitEvents(batch) ─┐
 //	Submit ─┼─▶ queue ─▶ writer ─┤                       ├─▶ Stream.Complete
 //	Submit ─┘                    └───────────────────────┘   notify, reply
+//
+// With an Evaluator, each submitter evaluates its event after queueing it,
+// while the writer commits; the writer waits for a batch's evaluations
+// (usually done by then) before it publishes the batch.
 type writer struct {
 	queue   chan *pending
 	store   storage.Rooms
@@ -39,8 +43,14 @@ type pending struct {
 	joined  []string // local users joined after the events, for notification
 	// lateWake is a sender whose /sync the submitter wakes itself.
 	lateWake string
-	err      error
-	done     chan struct{}
+	// snap is the room state after the events; results are the
+	// Evaluator's, one per event, set before evaluated closes (nil
+	// channel: the writer evaluates).
+	snap      *Snapshot
+	results   []any
+	evaluated chan struct{}
+	err       error
+	done      chan struct{}
 }
 
 func newWriter(store storage.Rooms, log *slog.Logger, after func([]*pending, error)) *writer {
