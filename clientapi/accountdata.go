@@ -227,8 +227,9 @@ func (s *Server) markRead(ctx context.Context, userID, roomID, typ, eventID, thr
 	pos := s.rooms.Stream().Allocate()
 	rec := storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: time.Now().UnixMilli(), Pos: pos}
 	err = s.store.PutReceipt(ctx, rec)
-	if err == nil {
-		s.receipts.put(rec) // before Complete makes pos visible
+	if err == nil { // before Complete makes pos visible
+		s.receipts.put(rec)
+		s.unread.read(userID, roomID, threadID, ev.Pos)
 	}
 	s.rooms.Stream().Complete(pos)
 	if err != nil {
@@ -261,22 +262,18 @@ func (s *Server) checkThreadReceipt(ctx context.Context, roomID string, ev *room
 	return nil
 }
 
-// receiptCache keeps receipts in memory, loaded from the database once:
-// each user's last read event per room (for unread counts) and each
-// room's latest receipt per user, type and thread (for /sync), so a sync
-// woken by a message reads no receipts from the database.
+// receiptCache keeps each room's latest receipt per user, type and thread
+// in memory, loaded from the database once, so a sync woken by a message
+// reads no receipts from the database. (Unread counts keep their own
+// view of receipts: unread.go.)
 type receiptCache struct {
 	mu    sync.Mutex
-	users map[string]map[string]string // user → room → event
 	rooms map[string][]storage.Receipt // room → latest receipts
 }
 
 func (c *receiptCache) put(r storage.Receipt) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m, ok := c.users[r.UserID]; ok && (r.Type == "m.read" || r.Type == "m.read.private") {
-		m[r.RoomID] = r.EventID
-	}
 	list, ok := c.rooms[r.RoomID]
 	if !ok {
 		return // loaded from the database, with this one, when first needed
@@ -314,29 +311,4 @@ func (s *Server) roomReceipts(ctx context.Context, roomID string, from, to int64
 		}
 	}
 	return out, nil
-}
-
-// lastRead returns the event of the user's latest read receipt in the room.
-func (s *Server) lastRead(ctx context.Context, userID, roomID string) (string, error) {
-	c := &s.receipts
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m, ok := c.users[userID]
-	if !ok {
-		rs, err := s.store.UserReceipts(ctx, userID)
-		if err != nil {
-			return "", err
-		}
-		m = map[string]string{}
-		for _, r := range rs { // ordered by position: the last wins
-			if r.Type == "m.read" || r.Type == "m.read.private" {
-				m[r.RoomID] = r.EventID
-			}
-		}
-		if c.users == nil {
-			c.users = map[string]map[string]string{}
-		}
-		c.users[userID] = m
-	}
-	return m[roomID], nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -94,3 +96,77 @@ func BenchmarkSync(b *testing.B) {
 type allowAll struct{}
 
 func (allowAll) CheckEvent(context.Context, policy.EventInput) *policy.Denial { return nil }
+
+// BenchmarkSubmit50 is one send into rooms of 50 local members: "plain" is
+// the rooms service alone, "notify" has the client API attached, so every
+// send is evaluated against 49 members' push rules, counted, and its 49
+// notification rows committed with it. "parallel" has 50 senders over 20
+// rooms, as in rooms.BenchmarkSubmit (throughput); "serial" one sender
+// (latency).
+func BenchmarkSubmit50(b *testing.B) {
+	for _, engine := range testrig.Engines(b) {
+		for _, mode := range []string{"plain/parallel", "notify/parallel", "plain/serial", "notify/serial"} {
+			b.Run(engine+"/"+mode, func(b *testing.B) {
+				ctx := context.Background()
+				store := testrig.OpenStore(b, engine)
+				_, key, _ := ed25519.GenerateKey(nil)
+				rs, err := rooms.New(ctx, rooms.Config{ServerName: "test.local", KeyID: "ed25519:a", Key: key, DefaultVersion: "10",
+					Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, store, allowAll{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(rs.Close)
+				if strings.HasPrefix(mode, "notify") {
+					cfg := config.Default()
+					cfg.ServerName = "test.local"
+					pol, err := policy.New(cfg.Policy, nil, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					s := New(&cfg, Deps{Store: store, Rooms: rs, Policy: pol, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+					b.Cleanup(s.Close)
+				}
+				var roomIDs []string
+				for i := 0; i < 20; i++ {
+					var invite []string
+					for j := 0; j < 49; j++ {
+						invite = append(invite, fmt.Sprintf("@m%d:test.local", j))
+					}
+					roomID, err := rs.CreateRoom(ctx, &rooms.CreateRequest{Creator: "@alice:test.local", Preset: "public_chat", Invite: invite})
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, u := range invite {
+						if _, err := rs.Submit(ctx, &rooms.Request{RoomID: roomID, Sender: u, Type: spec.MRoomMember, StateKey: &u, Content: []byte(`{"membership":"join"}`)}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					roomIDs = append(roomIDs, roomID)
+				}
+				var n atomic.Int64
+				content := []byte(`{"msgtype":"m.text","body":"hello"}`)
+				b.ReportAllocs()
+				if strings.HasSuffix(mode, "serial") {
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						if _, err := rs.Submit(ctx, &rooms.Request{RoomID: roomIDs[i%20], Sender: "@alice:test.local", Type: "m.room.message", Content: content}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				b.SetParallelism(25)
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						i := n.Add(1)
+						if _, err := rs.Submit(ctx, &rooms.Request{RoomID: roomIDs[i%20], Sender: "@alice:test.local", Type: "m.room.message", Content: content}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}

@@ -30,6 +30,8 @@ type RoomEventFilter struct {
 	// a child with one of those rel_types, from one of those senders.
 	RelatedByRelTypes *[]string `json:"related_by_rel_types,omitempty"`
 	RelatedBySenders  *[]string `json:"related_by_senders,omitempty"`
+	// UnreadThreadNotifications asks /sync for per-thread counts.
+	UnreadThreadNotifications bool `json:"unread_thread_notifications,omitempty"`
 }
 
 // byRelated reports whether the filter selects events by their children.

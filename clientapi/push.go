@@ -10,18 +10,15 @@ import (
 	"sync"
 	"time"
 
-	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/pushrules"
-
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
 	"github.com/machi-chat/machi/storage"
 )
 
 // Push notifications: pushers (POST /pushers/set) name an HTTP push
-// gateway; when an event is committed, each joined local member with
-// pushers has it evaluated against their push rules, and a notification
-// that should notify goes to the gateway (push gateway API,
+// gateway; each committed event's push rule evaluation (notify.go, once
+// per member) is handed here, and a notification for a member with
+// pushers goes to the gateway (push gateway API,
 // /_matrix/push/v1/notify). Outside working hours, pushes to devices the
 // working-hours rule holds back are not sent: the person sees the messages
 // when they next open their client.
@@ -32,8 +29,8 @@ const (
 )
 
 type pushJob struct {
-	ev     *rooms.Event
-	joined []string
+	ev   *rooms.Event
+	eval *evaluation
 }
 
 // pusher delivers push notifications in the background.
@@ -60,18 +57,16 @@ func newPusher(s *Server) *pusher {
 	return p
 }
 
-// committed is the rooms service's OnCommit hook: it never blocks.
-func (p *pusher) committed(ev *rooms.Event, joined []string) {
-	if len(joined) == 0 || (ev.IsState() && ev.Type() != "m.room.member") {
-		return
-	}
+// committed is handed each committed event's evaluation (notify.go); it
+// never blocks.
+func (p *pusher) committed(ev *rooms.Event, eval *evaluation) {
 	p.closeMu.RLock()
 	defer p.closeMu.RUnlock()
 	if p.closed { // shutting down: the rooms writer drains after us
 		return
 	}
 	select {
-	case p.queue <- pushJob{ev: ev, joined: joined}:
+	case p.queue <- pushJob{ev: ev, eval: eval}:
 	default:
 		p.s.log.Warn("push queue full: notification dropped", "event", ev.ID())
 	}
@@ -111,45 +106,29 @@ func (p *pusher) pushers(ctx context.Context, userID string) ([]storage.Pusher, 
 func (p *pusher) run() {
 	defer p.wg.Done()
 	for job := range p.queue {
-		for _, u := range job.joined {
-			if u == job.ev.Sender() {
-				continue
-			}
-			if err := p.notify(context.Background(), u, job.ev); err != nil {
-				p.s.log.Warn("push notification failed", "user", u, "event", job.ev.ID(), "err", err)
+		for _, n := range job.eval.users {
+			if err := p.notify(context.Background(), n, job.ev); err != nil {
+				p.s.log.Warn("push notification failed", "user", n.user, "event", job.ev.ID(), "err", err)
 			}
 		}
 	}
 }
 
-// pushRoom is the room an event is evaluated in, for mautrix's rule engine.
-type pushRoom struct {
-	members     int
-	displayName string
-}
-
-func (r pushRoom) GetOwnDisplayname() string { return r.displayName }
-func (r pushRoom) GetMemberCount() int       { return r.members }
-
-// notify evaluates ev for userID and sends it to their pushers.
-func (p *pusher) notify(ctx context.Context, userID string, ev *rooms.Event) error {
-	list, err := p.pushers(ctx, userID)
+// notify sends ev to the user's pushers, with the user's unread count
+// over all their rooms.
+func (p *pusher) notify(ctx context.Context, n noted, ev *rooms.Event) error {
+	list, err := p.pushers(ctx, n.user)
 	if err != nil || len(list) == 0 {
 		return err
 	}
-	actions, err := p.evaluate(ctx, userID, ev)
-	if err != nil || actions == nil || !actions.Should().Notify {
-		return err
-	}
-	should := actions.Should()
 	tweaks := map[string]any{}
-	if should.Highlight {
+	if n.info.highlight {
 		tweaks["highlight"] = true
 	}
-	if should.PlaySound {
-		tweaks["sound"] = should.SoundName
+	if n.info.sound != "" {
+		tweaks["sound"] = n.info.sound
 	}
-	unread, err := p.s.unread(ctx, userID, ev.RoomID(), p.s.rooms.Stream().Current())
+	unread, err := p.s.userTotals(ctx, n.user)
 	if err != nil {
 		return err
 	}
@@ -157,8 +136,8 @@ func (p *pusher) notify(ctx context.Context, userID string, ev *rooms.Event) err
 		if p.held(ctx, pu) {
 			continue
 		}
-		if err := p.send(ctx, pu, ev, tweaks, unread.Notifications); err != nil {
-			p.s.log.Warn("push gateway", "user", userID, "app", pu.AppID, "err", err)
+		if err := p.send(ctx, pu, ev, tweaks, unread); err != nil {
+			p.s.log.Warn("push gateway", "user", n.user, "app", pu.AppID, "err", err)
 		}
 	}
 	return nil
@@ -172,39 +151,6 @@ func (p *pusher) held(ctx context.Context, pu storage.Pusher) bool {
 		class = policy.DeviceClass(d.Class)
 	}
 	return p.s.policy.HoldPush(pu.UserID, class)
-}
-
-// evaluate runs the user's push rules over ev.
-func (p *pusher) evaluate(ctx context.Context, userID string, ev *rooms.Event) (pushrules.PushActionArray, error) {
-	rules, err := p.s.pushRules(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := json.Marshal(rules)
-	if err != nil {
-		return nil, err
-	}
-	var rs pushrules.PushRuleset
-	if err := json.Unmarshal(raw, &rs); err != nil {
-		return nil, err
-	}
-	var mev event.Event
-	if err := json.Unmarshal(ev.ClientJSON(time.Now(), ""), &mev); err != nil {
-		return nil, err
-	}
-	_ = mev.Content.ParseRaw(mev.Type)
-	room := pushRoom{displayName: userID}
-	if snap, err := p.s.rooms.CurrentState(ctx, ev.RoomID()); err == nil {
-		snap.Each(func(m *rooms.Event) {
-			if m.Type() == "m.room.member" && m.Membership() == "join" {
-				room.members++
-			}
-		})
-	}
-	if u, err := p.s.store.GetUser(ctx, userID); err == nil && u.DisplayName != "" {
-		room.displayName = u.DisplayName
-	}
-	return rs.GetActions(room, &mev), nil
 }
 
 // send posts one notification to pu's gateway; a rejected push key is

@@ -178,6 +178,7 @@ func (s *Server) savePushRules(ctx context.Context, userID string, rules *pushRu
 	if err != nil {
 		return err
 	}
+	defer s.eval.forget(userID) // after the write: a read in between caches the old rules
 	return s.putAccountData(ctx, userID, "", "m.push_rules", b)
 }
 

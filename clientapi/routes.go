@@ -61,6 +61,7 @@ func (s *Server) routes(r *mux.Router) {
 	}
 	s.handle(r, "GET", "/pushers", auth, s.handleGetPushers)
 	s.handle(r, "POST", "/pushers/set", auth, s.handleSetPusher)
+	s.handle(r, "GET", "/notifications", auth, s.handleNotifications)
 	s.handle(r, "PUT", "/pushrules/{scope}/{kind}/{ruleId}", auth, s.handlePutPushRule)
 	s.handle(r, "DELETE", "/pushrules/{scope}/{kind}/{ruleId}", auth, s.handleDeletePushRule)
 	s.handle(r, "PUT", "/pushrules/{scope}/{kind}/{ruleId}/{attr}", auth, s.handlePutPushRuleAttr)

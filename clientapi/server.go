@@ -52,9 +52,11 @@ type Server struct {
 	uiaSessions uiaSessions
 	notices     *notices
 	push        *pusher
+	eval        *evaluator
 
 	toDeviceTxns *recent.Set // to-device transaction IDs
 	receipts     receiptCache
+	unread       unreadCache
 	latest       *latest
 	keyCounts    keyCounts
 	keysMu       sync.Mutex // merging other servers' answers
@@ -149,7 +151,8 @@ func New(cfg *config.Config, d Deps) *Server {
 	}
 	s.notices = newNotices(s)
 	s.push = newPusher(s)
-	d.Rooms.OnCommit(s.push.committed)
+	s.eval = newEvaluator(s)
+	d.Rooms.SetEvaluator(s.eval)
 	go s.writeTouches()
 	return s
 }
@@ -158,6 +161,7 @@ func New(cfg *config.Config, d Deps) *Server {
 func (s *Server) Close() {
 	close(s.touches)
 	<-s.stopped
+	s.eval.close()
 	s.push.close()
 }
 

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -142,6 +141,8 @@ type joinedRoom struct {
 	Ephemeral   eventList     `json:"ephemeral"`
 	AccountData eventList     `json:"account_data"`
 	Unread      *unreadCounts `json:"unread_notifications,omitempty"`
+	// UnreadThreads is sent when the filter asks for per-thread counts.
+	UnreadThreads map[string]*unreadCounts `json:"unread_thread_notifications,omitempty"`
 }
 
 type invitedRoom struct {
@@ -405,8 +406,14 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 			}
 		}
 	}
-	if u, err := s.unread(ctx, dev.UserID, roomID, cur); err == nil {
-		jr.Unread = u
+	counts, err := s.roomCounts(ctx, dev.UserID, roomID, m.Pos, cur)
+	if err != nil {
+		return nil, err
+	}
+	if tf.UnreadThreadNotifications {
+		jr.Unread, jr.UnreadThreads = &counts.main, counts.threads
+	} else {
+		jr.Unread = &counts.total
 	}
 	return jr, nil
 }
@@ -557,39 +564,4 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 		lr.Timeline.PrevBatch = posToken(evs[0].Pos - 1)
 	}
 	return lr, nil
-}
-
-// unread counts the messages from others after the user's read receipt
-// (or their own last message) among the room's recent events:
-// notification_count; highlight_count are those that mention the user.
-func (s *Server) unread(ctx context.Context, userID, roomID string, cur int64) (*unreadCounts, error) {
-	evs, err := s.rooms.Recent(ctx, roomID, cur)
-	if err != nil {
-		return nil, err
-	}
-	read, err := s.lastRead(ctx, userID, roomID)
-	if err != nil {
-		return nil, err
-	}
-	local := strings.TrimPrefix(strings.SplitN(userID, ":", 2)[0], "@")
-	u := &unreadCounts{}
-	for _, ev := range evs {
-		if ev.ID() == read || ev.Sender() == userID {
-			*u = unreadCounts{}
-			continue
-		}
-		n := ev.Notification()
-		if !n.Counts {
-			continue
-		}
-		u.Notifications++
-		if n.HasMentions {
-			if contains(n.Mentions, userID) {
-				u.Highlights++
-			}
-		} else if local != "" && strings.Contains(n.BodyLower, local) {
-			u.Highlights++
-		}
-	}
-	return u, nil
 }
