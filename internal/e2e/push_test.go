@@ -142,7 +142,7 @@ func TestPushNotifications(t *testing.T) {
 		if !ok || got["pc-key"].EventID == "" {
 			t.Fatalf("notified keys: %v", got)
 		}
-		if n.Content.Body != "会議の時間です" || n.Sender != string(alice.UserID) || n.Counts.Unread < 1 || n.Type != "m.room.message" {
+		if n.Content.Body != "会議の時間です" || n.Sender != string(alice.UserID) || n.Counts.Unread != 1 || n.Type != "m.room.message" {
 			t.Fatalf("notification: %+v", n)
 		}
 
@@ -157,6 +157,9 @@ func TestPushNotifications(t *testing.T) {
 		got = g.keysFor(t, sent.EventID, 1)
 		if _, ok := got["phone-key"]; ok || got["pc-key"].EventID == "" {
 			t.Fatalf("after hours, notified keys: %v", got)
+		}
+		if n := got["pc-key"].Counts.Unread; n != 2 {
+			t.Fatalf("unread count pushed: %d, want 2", n)
 		}
 
 		// Bob mutes the room: nothing is pushed.
