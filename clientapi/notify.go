@@ -33,8 +33,8 @@ import (
 // all. GET /notifications waits for the rows queued before it.
 //
 // Conditions that depend on the event and room alone (most of the default
-// rules) are checked once per event, not once per member. Rows are pruned every
-// few hours: read ones after notificationReadKeep, any after
+// rules) are checked once per event, not once per member. Rows are pruned
+// every few hours: read ones after notificationReadKeep, any after
 // notificationKeep.
 
 const (
@@ -85,13 +85,13 @@ type compiledCond struct {
 	id int32 // 0: depends on the member, never memoized
 }
 
-// condIDs interns memoizable conditions, server-wide.
-var condIDs = struct {
-	sync.Mutex
-	m map[string]int32
-}{m: map[string]int32{}}
+// condIDs interns memoizable conditions, across users.
+type condIDs struct {
+	mu sync.Mutex
+	m  map[string]int32
+}
 
-func condID(c *pushrules.PushCondition) int32 {
+func (ids *condIDs) id(c *pushrules.PushCondition) int32 {
 	switch c.Kind {
 	case pushrules.KindEventMatch, pushrules.KindEventPropertyIs, pushrules.KindEventPropertyContains,
 		pushrules.KindRoomMemberCount, pushrules.KindSenderNotificationPermission:
@@ -100,22 +100,25 @@ func condID(c *pushrules.PushCondition) int32 {
 	}
 	v, _ := json.Marshal(c.Value)
 	key := string(c.Kind) + "\x00" + c.Key + "\x00" + c.Pattern + "\x00" + c.MemberCountCondition + "\x00" + string(v)
-	condIDs.Lock()
-	defer condIDs.Unlock()
-	id, ok := condIDs.m[key]
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if ids.m == nil {
+		ids.m = map[string]int32{}
+	}
+	id, ok := ids.m[key]
 	if !ok {
-		id = int32(len(condIDs.m) + 1)
-		condIDs.m[key] = id
+		id = int32(len(ids.m) + 1)
+		ids.m[key] = id
 	}
 	return id
 }
 
-func compile(list pushrules.PushRuleArray) []compiledRule {
+func (ids *condIDs) compile(list pushrules.PushRuleArray) []compiledRule {
 	out := make([]compiledRule, 0, len(list))
 	for _, r := range list {
 		cr := compiledRule{rule: r, conds: make([]compiledCond, 0, len(r.Conditions))}
 		for _, c := range r.Conditions {
-			cr.conds = append(cr.conds, compiledCond{c: c, id: condID(c)})
+			cr.conds = append(cr.conds, compiledCond{c: c, id: ids.id(c)})
 		}
 		out = append(out, cr)
 	}
@@ -138,6 +141,7 @@ type evaluation struct {
 type evaluator struct {
 	s *Server
 
+	ids   condIDs
 	mu    sync.RWMutex
 	rules map[string]*userRules
 	gen   map[string]int // bumped by forget, so a read racing a change is not cached
@@ -185,7 +189,7 @@ func (e *evaluator) ruleset(ctx context.Context, userID string) (*userRules, err
 	if err != nil {
 		return nil, err
 	}
-	if ur, err = compileRules(rules); err != nil {
+	if ur, err = compileRules(rules, &e.ids); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
@@ -201,7 +205,7 @@ func (e *evaluator) ruleset(ctx context.Context, userID string) (*userRules, err
 
 // compileRules parses a ruleset for mautrix's engine and works out what
 // each rule's actions mean.
-func compileRules(rules *pushRuleset) (*userRules, error) {
+func compileRules(rules *pushRuleset, ids *condIDs) (*userRules, error) {
 	raw, err := json.Marshal(rules)
 	if err != nil {
 		return nil, err
@@ -210,7 +214,7 @@ func compileRules(rules *pushRuleset) (*userRules, error) {
 	if err := json.Unmarshal(raw, ur.rs); err != nil {
 		return nil, err
 	}
-	ur.override, ur.underride = compile(ur.rs.Override), compile(ur.rs.Underride)
+	ur.override, ur.underride = ids.compile(ur.rs.Override), ids.compile(ur.rs.Underride)
 	add := func(r *pushrules.PushRule) {
 		should := r.Actions.Should()
 		actions, _ := json.Marshal(r.Actions)

@@ -20,12 +20,13 @@ import (
 // and customised rulesets, for every member of one event in turn (sharing
 // one memo, as Evaluate does).
 func TestRuleMatchIsMautrix(t *testing.T) {
+	var ids condIDs
 	withRules := func(userID string, edit func(*pushRuleset)) *userRules {
 		rules := defaultPushRules(userID)
 		if edit != nil {
 			edit(rules)
 		}
-		ur, err := compileRules(rules)
+		ur, err := compileRules(rules, &ids)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +121,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	var joined []string
 	for i := 0; i < 49; i++ {
 		u := fmt.Sprintf("@member%d:city.test", i)
-		ur, err := compileRules(defaultPushRules(u))
+		ur, err := compileRules(defaultPushRules(u), &e.ids)
 		if err != nil {
 			b.Fatal(err)
 		}
