@@ -125,10 +125,13 @@ func (ids *condIDs) compile(list pushrules.PushRuleArray) []compiledRule {
 	return out
 }
 
-// noted is one user to notify of an event.
+// noted is one user to notify of an event. An invitee (not in the room)
+// is pushed the invite, but it is not counted in the room nor listed by
+// /notifications: the counts are of the rooms one is in.
 type noted struct {
-	user string
-	info *ruleInfo
+	user    string
+	info    *ruleInfo
+	invitee bool
 }
 
 // evaluation is an event's Evaluate result.
@@ -323,9 +326,10 @@ func (r *pushRoom) GetPowerLevels() *event.PowerLevelsEventContent { return r.le
 
 // Evaluate implements rooms.Evaluator.
 func (e *evaluator) Evaluate(ev *rooms.Event, snap *rooms.Snapshot, joined []string) any {
-	users := joined
+	users, invitee := joined, ""
 	if ev.Type() == "m.room.member" && ev.Membership() == "invite" && e.s.rooms.IsLocal(*ev.StateKey()) {
-		users = append(users[:len(users):len(users)], *ev.StateKey()) // the invitee is told of the invite
+		invitee = *ev.StateKey()
+		users = append(users[:len(users):len(users)], invitee)
 	}
 	if len(users) == 0 {
 		return nil
@@ -367,7 +371,7 @@ func (e *evaluator) Evaluate(ev *rooms.Event, snap *rooms.Snapshot, joined []str
 			continue
 		}
 		if info := ur.info[r]; info != nil && info.notify {
-			out.users = append(out.users, noted{user: u, info: info})
+			out.users = append(out.users, noted{user: u, info: info, invitee: u == invitee})
 		}
 	}
 	if len(out.users) == 0 {
@@ -451,6 +455,9 @@ func (e *evaluator) Publish(ev *rooms.Event, _ []string, result any) {
 	}
 	rows := make([]storage.Notification, 0, len(out.users))
 	for _, n := range out.users {
+		if n.invitee {
+			continue
+		}
 		e.s.unread.add(n.user, ev.RoomID(), unreadNote{pos: ev.Pos, thread: out.thread, highlight: n.info.highlight})
 		rows = append(rows, storage.Notification{UserID: n.user, RoomID: ev.RoomID(), EventID: ev.ID(), Pos: ev.Pos, ThreadID: out.thread,
 			Notify: true, Highlight: n.info.highlight, Actions: n.info.actions, TS: out.ts})

@@ -406,7 +406,7 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 			}
 		}
 	}
-	counts, err := s.roomCounts(ctx, dev.UserID, roomID, m.Pos, cur)
+	counts, err := s.roomCounts(ctx, dev.UserID, roomID, cur)
 	if err != nil {
 		return nil, err
 	}

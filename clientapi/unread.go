@@ -199,10 +199,9 @@ func (s *Server) ensureUnread(ctx context.Context, userID string) error {
 	return nil
 }
 
-// roomCounts returns the user's unread counts in the room in (joined,
-// cur]: joined is their join's position, so that what came before (their
-// invite) does not count.
-func (s *Server) roomCounts(ctx context.Context, userID, roomID string, joined, cur int64) (*threadCounts, error) {
+// roomCounts returns the user's unread counts in the room, up to the
+// stream position cur.
+func (s *Server) roomCounts(ctx context.Context, userID, roomID string, cur int64) (*threadCounts, error) {
 	if err := s.ensureUnread(ctx, userID); err != nil {
 		return nil, err
 	}
@@ -217,9 +216,6 @@ func (s *Server) roomCounts(ctx context.Context, userID, roomID string, joined, 
 	for _, n := range r.notes {
 		if n.pos > cur {
 			break
-		}
-		if n.pos <= joined {
-			continue
 		}
 		tc := &out.main
 		if n.thread != mainThread {
@@ -253,7 +249,7 @@ func (s *Server) userTotals(ctx context.Context, userID string) (int, error) {
 		if m.Membership != "join" {
 			continue
 		}
-		tc, err := s.roomCounts(ctx, userID, roomID, m.Pos, 1<<63-1)
+		tc, err := s.roomCounts(ctx, userID, roomID, 1<<63-1)
 		if err != nil {
 			return 0, err
 		}
