@@ -76,12 +76,15 @@ type Service struct {
 	outboxSeq atomic.Int64
 	// outlierSeq counts down from -1: positions of outliers.
 	outlierSeq atomic.Int64
-	stream     *Stream
-	writer     *writer
-	notifier   *Notifier
-	members    *memberIndex
-	snaps      *snapCache
-	groupSeq   atomic.Int64
+	// batched are told, after each batch's committed calls, how far the
+	// stream is complete (the search index's checkpoint).
+	batched  []func(upTo int64)
+	stream   *Stream
+	writer   *writer
+	notifier *Notifier
+	members  *memberIndex
+	snaps    *snapCache
+	groupSeq atomic.Int64
 
 	mu    sync.Mutex
 	rooms map[string]*room
@@ -514,6 +517,12 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 			delete(wake, p.lateWake) // the submitter wakes them after replying
 		}
 	}
+	if len(s.batched) > 0 {
+		upTo := s.stream.Current()
+		for _, fn := range s.batched {
+			fn(upTo)
+		}
+	}
 	users := make([]string, 0, len(wake))
 	for u := range wake {
 		users = append(users, u)
@@ -574,6 +583,15 @@ func (s *Service) evaluate(p *pending) {
 		results[i] = s.eval.Evaluate(ev, p.snap, p.joined)
 	}
 	p.results = results
+}
+
+// OnBatch registers fn to be told, after the OnCommit calls of each
+// commit, a stream position up to which every committed event has been
+// passed to OnCommit: what a consumer that persists its progress may
+// record. It runs on the writer's goroutine like OnCommit. Register before
+// the service is used.
+func (s *Service) OnBatch(fn func(upTo int64)) {
+	s.batched = append(s.batched, fn)
 }
 
 // UserRooms lists the user's memberships (the user must be local).

@@ -285,6 +285,10 @@ type Rooms interface {
 	// room by origin_server_ts: forwards, those at or after ts, earliest
 	// first; backwards, those at or before ts, latest first.
 	EventsAtTS(ctx context.Context, roomID string, ts int64, forward bool, limit int) ([]Event, error)
+	// EventsAfter returns up to limit timeline events (not outliers) of
+	// the given types, in every room, with from < pos <= to, oldest first
+	// (the search index catches up with it).
+	EventsAfter(ctx context.Context, from, to int64, types []string, limit int) ([]Event, error)
 	// EventByTxn finds the event a device sent with a transaction ID.
 	EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error)
 	// UserMemberships lists every room the user has a membership in.

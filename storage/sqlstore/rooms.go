@@ -277,6 +277,25 @@ func (db *DB) EventsAtTS(ctx context.Context, roomID string, ts int64, forward b
 	return scanEvents(rows)
 }
 
+// EventsAfter implements storage.Rooms.
+func (db *DB) EventsAfter(ctx context.Context, from, to int64, types []string, limit int) ([]storage.Event, error) {
+	if len(types) == 0 {
+		return nil, nil
+	}
+	args := []any{from, to, limit}
+	marks := make([]string, len(types))
+	for i, t := range types {
+		args = append(args, t)
+		marks[i] = "$" + strconv.Itoa(i+4)
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE stream_pos > $1 AND stream_pos > 0 AND stream_pos <= $2
+		AND type IN (`+strings.Join(marks, ", ")+`) ORDER BY stream_pos LIMIT $3`, args...)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return scanEvents(rows)
+}
+
 // EventByTxn implements storage.Rooms.
 func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error) {
 	var id string

@@ -457,6 +457,26 @@ func TestRooms(t *testing.T) {
 		}
 		deepEqual(t, "backward positions (2,6] limit 3", order, []int64{6, 5, 4})
 
+		// Events of some types across rooms, for the search index.
+		types := []string{"m.room.message", "m.room.name", "m.room.redaction"}
+		after, err := db.EventsAfter(ctx, 0, 8, types, 100)
+		must(t, err)
+		order = order[:0]
+		for _, e := range after {
+			order = append(order, e.Pos)
+		}
+		deepEqual(t, "events after 0 up to 8 of three types", order, []int64{3, 4, 5, 8})
+		after, err = db.EventsAfter(ctx, 3, 7, types, 1)
+		must(t, err)
+		if len(after) != 1 || after[0].EventID != "$name1" {
+			t.Fatalf("events after 3 up to 7, limit 1: %+v", after)
+		}
+		after, err = db.EventsAfter(ctx, 0, 8, nil, 100)
+		must(t, err)
+		if len(after) != 0 {
+			t.Fatalf("events after with no types: %+v", after)
+		}
+
 		room, err = db.GetRoom(ctx, roomID)
 		must(t, err)
 		if room.Depth != 8 || room.StateGroup != 6 || !reflect.DeepEqual(room.Latest, []string{"$redact"}) {
