@@ -97,6 +97,10 @@ func (s *Server) routes(r *mux.Router) {
 		r.Handle("/_matrix/client/v1"+v1.path, s.requireAuth(v1.h)).Methods(http.MethodGet)
 	}
 
+	if s.search != nil {
+		s.handle(r, "POST", "/search", auth, s.handleSearch)
+	}
+
 	// Sync and what it carries.
 	s.handle(r, "GET", "/sync", auth, s.handleSync)
 	s.handle(r, "POST", "/user/{userId}/filter", auth, s.handlePostFilter)

@@ -27,6 +27,7 @@ import (
 	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
+	"github.com/machi-chat/machi/search"
 	"github.com/machi-chat/machi/storage"
 )
 
@@ -42,6 +43,7 @@ type Server struct {
 	limiter *rateLimiter
 	typing  *Typing
 	media   *media.Repo
+	search  *search.Index
 	policy  *policy.Engine
 	audit   *AuditLog
 	remote  Remote
@@ -124,6 +126,7 @@ type Deps struct {
 	Store  storage.Store
 	Rooms  *rooms.Service
 	Media  *media.Repo
+	Search *search.Index // nil: no /search
 	Policy *policy.Engine
 	Audit  *AuditLog
 	Log    *slog.Logger
@@ -137,6 +140,7 @@ func New(cfg *config.Config, d Deps) *Server {
 		store:        d.Store,
 		rooms:        d.Rooms,
 		media:        d.Media,
+		search:       d.Search,
 		policy:       d.Policy,
 		audit:        d.Audit,
 		remote:       d.Remote,

@@ -28,6 +28,9 @@ type Query struct {
 	ContainsURL *bool
 	// Recent orders by stream position, newest first; otherwise by rank.
 	Recent bool
+	// UpTo, when set, keeps only events at or below it: a search by rank
+	// pages through what its first page saw.
+	UpTo int64
 	// Below, when set, keeps only events with a lower position: the next
 	// page of a search by recency.
 	Below int64
@@ -67,10 +70,24 @@ func Highlights(term string) []string {
 // HasWords reports whether a search term has anything to search for.
 func HasWords(term string) bool { return len(analyseTerm(term)) > 0 }
 
+// Count is how many events match q in all.
+func (x *Index) Count(ctx context.Context, q Query) (uint64, error) {
+	q.From, q.Size = 0, 0
+	res, err := x.query(ctx, q)
+	return res.Total, err
+}
+
 // Search runs q. A term with no words matches nothing.
 func (x *Index) Search(ctx context.Context, q Query) (Result, error) {
+	if q.Size <= 0 {
+		return Result{Hits: []Hit{}}, nil
+	}
+	return x.query(ctx, q)
+}
+
+func (x *Index) query(ctx context.Context, q Query) (Result, error) {
 	words := analyseTerm(q.Term)
-	if len(words) == 0 || len(q.Rooms) == 0 || q.Size <= 0 {
+	if len(words) == 0 || len(q.Rooms) == 0 {
 		return Result{Hits: []Hit{}}, nil
 	}
 	keys := q.Keys
@@ -86,6 +103,9 @@ func (x *Index) Search(ctx context.Context, q Query) (Result, error) {
 		text = append(text, bleve.NewDisjunctionQuery(per...))
 	}
 	must := []query.Query{bleve.NewConjunctionQuery(text...), roomsQuery(q.Rooms)}
+	if q.UpTo > 0 {
+		must = append(must, posRange(math.Inf(-1), float64(q.UpTo), true))
+	}
 	if q.Below > 0 {
 		must = append(must, posRange(math.Inf(-1), float64(q.Below), false))
 	}

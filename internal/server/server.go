@@ -33,9 +33,14 @@ import (
 	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
+	"github.com/machi-chat/machi/search"
 	"github.com/machi-chat/machi/storage"
 	"github.com/machi-chat/machi/storage/sqlstore"
 )
+
+// SearchIndexDir is where the search index lives, in the data folder. It
+// holds nothing the database does not: deleting it makes machi rebuild it.
+const SearchIndexDir = "search-index"
 
 // Server is a running machi.
 type Server struct {
@@ -45,6 +50,7 @@ type Server struct {
 	Store       *sqlstore.DB
 	Rooms       *rooms.Service
 	Policy      *policy.Engine
+	Search      *search.Index
 	API         *clientapi.Server
 	// AdminSocket is the admin socket's path ("" when not listening).
 	AdminSocket string
@@ -157,7 +163,10 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, err
 	}
-	s.API = clientapi.New(cfg, clientapi.Deps{Store: s.Store, Rooms: s.Rooms, Media: repo, Policy: s.Policy, Audit: s.audit, Log: log, Remote: remote})
+	if s.Search, err = search.Open(ctx, cfg.Path(SearchIndexDir), s.Rooms, s.Store, log); err != nil {
+		return nil, err
+	}
+	s.API = clientapi.New(cfg, clientapi.Deps{Store: s.Store, Rooms: s.Rooms, Media: repo, Search: s.Search, Policy: s.Policy, Audit: s.audit, Log: log, Remote: remote})
 	if err := s.API.ReloadPolicyState(ctx); err != nil {
 		return nil, err
 	}
@@ -307,6 +316,12 @@ func (s *Server) closeParts() {
 	}
 	if s.Federation != nil {
 		s.Federation.Close()
+	}
+	if s.Search != nil {
+		// After the rooms writer, whose last commits it takes in.
+		if err := s.Search.Close(); err != nil {
+			s.log.Error("close search index", "err", err)
+		}
 	}
 	if s.audit != nil {
 		s.audit.Close()
