@@ -55,6 +55,7 @@ var indexedTypes = []string{"m.room.message", "m.room.name", "m.room.topic", red
 // Tuning. maxQueue bounds memory when indexing falls behind the sends;
 // past it the indexer reads from the database instead.
 const (
+	linger       = 20 * time.Millisecond
 	maxQueue     = 8192
 	maxBatchDocs = 1000
 	catchUpPage  = 500
@@ -124,12 +125,16 @@ func Open(ctx context.Context, dir string, svc *rooms.Service, store storage.Roo
 	return x, nil
 }
 
-var boltConfig = map[string]any{"bolt_timeout": "2s"}
+// scorchConfig: a second process on the same index fails instead of
+// waiting; a batch returns once searchable, not once fsynced (the
+// checkpoint is persisted in the same snapshot as the documents, so a
+// crash loses only what the database catch-up redoes).
+var scorchConfig = map[string]any{"bolt_timeout": "2s", "unsafe_batch": true}
 
 // openBleve opens the index at dir, or makes a new one when there is none
 // or it cannot be used.
 func openBleve(dir string, log *slog.Logger) (bleve.Index, error) {
-	idx, err := bleve.OpenUsing(dir, boltConfig)
+	idx, err := bleve.OpenUsing(dir, scorchConfig)
 	if err == nil {
 		v, verr := idx.GetInternal(versionKey)
 		if verr == nil && string(v) == version {
@@ -146,7 +151,7 @@ func openBleve(dir string, log *slog.Logger) (bleve.Index, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("remove old search index: %w", err)
 	}
-	idx, err = bleve.NewUsing(dir, newMapping(), scorch.Name, bleve.Config.DefaultKVStore, boltConfig)
+	idx, err = bleve.NewUsing(dir, newMapping(), scorch.Name, bleve.Config.DefaultKVStore, scorchConfig)
 	if err != nil {
 		return nil, fmt.Errorf("create search index %s: %w", dir, err)
 	}
@@ -259,6 +264,18 @@ func (x *Index) run() {
 		stopping := false
 		select {
 		case <-x.wake:
+			// Let a burst gather: bleve's cost is mostly per batch
+			// (a segment built, then merged), not per document.
+			x.mu.Lock()
+			n := len(x.queue)
+			x.mu.Unlock()
+			if n < maxBatchDocs {
+				select {
+				case <-time.After(linger):
+				case <-x.stop:
+					stopping = true
+				}
+			}
 		case <-x.stop:
 			stopping = true
 		}
