@@ -105,19 +105,24 @@ func Open(ctx context.Context, dir string, svc *rooms.Service, store storage.Roo
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	raw, err := idx.GetInternal(checkpointKey)
-	if err != nil {
+	cp, err := readCheckpoint(idx)
+	if err == nil && cp > x.stream.Current() {
+		// The index has events the database has not (a database restored
+		// from an older backup): its positions would hide new events.
+		log.Warn("search index is ahead of the database, rebuilding it", "index", cp, "database", x.stream.Current())
 		idx.Close()
-		return nil, fmt.Errorf("read search index checkpoint: %w", err)
-	}
-	if len(raw) > 0 {
-		cp, err := strconv.ParseInt(string(raw), 10, 64)
-		if err != nil {
-			idx.Close()
-			return nil, fmt.Errorf("read search index checkpoint %q: %w", raw, err)
+		if err = os.RemoveAll(dir); err == nil {
+			idx, err = openBleve(dir, log)
+			x.idx, cp = idx, 0
 		}
-		x.applied.Store(cp)
 	}
+	if err != nil {
+		if idx != nil {
+			idx.Close()
+		}
+		return nil, err
+	}
+	x.applied.Store(cp)
 	x.received = x.stream.Current()
 	svc.OnCommit(x.committed)
 	svc.OnBatch(x.batched)
@@ -129,6 +134,21 @@ func Open(ctx context.Context, dir string, svc *rooms.Service, store storage.Roo
 // waiting; a batch returns once searchable, not once fsynced (the
 // checkpoint is persisted in the same snapshot as the documents, so a
 // crash loses only what the database catch-up redoes).
+func readCheckpoint(idx bleve.Index) (int64, error) {
+	raw, err := idx.GetInternal(checkpointKey)
+	if err != nil {
+		return 0, fmt.Errorf("read search index checkpoint: %w", err)
+	}
+	if len(raw) == 0 {
+		return 0, nil
+	}
+	cp, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read search index checkpoint %q: %w", raw, err)
+	}
+	return cp, nil
+}
+
 var scorchConfig = map[string]any{"bolt_timeout": "2s", "unsafe_batch": true}
 
 // openBleve opens the index at dir, or makes a new one when there is none

@@ -316,6 +316,21 @@ func TestCatchUp(t *testing.T) {
 		f.open()
 		f.caughtUp()
 		check("index damaged, rebuilt")
+
+		// An index ahead of its database (restored from an older backup)
+		// is rebuilt: its documents are not the database's.
+		f.close()
+		f.store = testrig.OpenStore(t, engine)
+		f.open()
+		fresh, err := f.svc.CreateRoom(ctx, &rooms.CreateRequest{Creator: alice, Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		newer := f.msg(fresh, alice, "予算 after restore")
+		f.caughtUp()
+		if got := f.find(Query{Term: "予算", Rooms: everywhere(roomID, fresh)}); !slices.Equal(got, []string{newer}) {
+			t.Fatalf("index ahead of the database: got %v, want only %s", got, newer)
+		}
 	})
 }
 

@@ -22,8 +22,9 @@ import (
 type Config struct {
 	// ServerName is the domain part of every user ID (@alice:ServerName).
 	ServerName string `yaml:"server_name"`
-	// DataDir holds the database, the signing key and media. Relative paths
-	// below are resolved against it. Defaults to the config file's folder.
+	// DataDir holds the database, the signing key, media and the search
+	// index (search-index). Relative paths below are resolved against it.
+	// Defaults to the config file's folder.
 	DataDir string `yaml:"data_dir"`
 	// SigningKeyPath is the ed25519 key that signs this server's events.
 	SigningKeyPath string `yaml:"signing_key_path"`
@@ -306,7 +307,9 @@ func WriteDefault(path, sharedSecret string) error {
 // defaultFile is the documented configuration written on first run. It must
 // load to exactly Default() (a test checks).
 const defaultFile = `# machi configuration. Relative paths are resolved against data_dir, which
-# defaults to the folder this file is in.
+# defaults to the folder this file is in. The search index is kept in
+# <data_dir>/search-index; it holds nothing the database does not, and machi
+# rebuilds it at start when it is missing or damaged.
 
 # The domain part of every user ID on this server (@alice:server_name).
 # Choose it before creating users: it cannot change later.
