@@ -168,6 +168,8 @@ func TestJapaneseAndMixedText(t *testing.T) {
 			{"schedule", nil, []string{mixed, glued}},
 			{"SCHEDULE 防災", nil, []string{mixed, glued}},
 			{"防災訓練 schedule", nil, []string{mixed, glued}},
+			{"防災訓練schedule", nil, []string{mixed, glued}},
+			{"訓練sch", nil, nil},
 			{"budget meeting", nil, []string{english}},
 			{"Meeting", nil, []string{english}},
 			{"meet", nil, nil}, // no stemming, no prefixes
