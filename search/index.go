@@ -52,10 +52,12 @@ const redactionType = "m.room.redaction"
 // indexedTypes are the event types the index reads from the database.
 var indexedTypes = []string{"m.room.message", "m.room.name", "m.room.topic", redactionType}
 
-// Tuning. maxQueue bounds memory when indexing falls behind the sends;
-// past it the indexer reads from the database instead.
+// Tuning. linger is how long a burst may gather into one batch (a
+// search that waits cuts it short); maxQueue bounds memory when indexing
+// falls behind the sends: past it the indexer reads from the database
+// instead.
 const (
-	linger       = 20 * time.Millisecond
+	linger       = 250 * time.Millisecond
 	maxQueue     = 8192
 	maxBatchDocs = 1000
 	catchUpPage  = 500
@@ -80,6 +82,7 @@ type Index struct {
 
 	applied atomic.Int64 // every event at or below is indexed
 	wake    chan struct{}
+	hurry   chan struct{} // a search is waiting: stop gathering
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -102,6 +105,7 @@ func Open(ctx context.Context, dir string, svc *rooms.Service, store storage.Roo
 		log: log, store: store, stream: svc.Stream(), idx: idx,
 		advanced: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
+		hurry:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -251,6 +255,10 @@ func (x *Index) Sync(ctx context.Context, timeout time.Duration) {
 			return
 		}
 		select {
+		case x.hurry <- struct{}{}:
+		default:
+		}
+		select {
 		case <-ch:
 		case <-t.C:
 			return
@@ -284,17 +292,21 @@ func (x *Index) run() {
 		stopping := false
 		select {
 		case <-x.wake:
-			// Let a burst gather: bleve's cost is mostly per batch
-			// (a segment built, then merged), not per document.
+			// Let a burst gather, unless a search waits: bleve's cost
+			// is mostly per batch (a segment built, then merged), not
+			// per document.
 			x.mu.Lock()
 			n := len(x.queue)
 			x.mu.Unlock()
 			if n < maxBatchDocs {
+				t := time.NewTimer(linger)
 				select {
-				case <-time.After(linger):
+				case <-t.C:
+				case <-x.hurry:
 				case <-x.stop:
 					stopping = true
 				}
+				t.Stop()
 			}
 		case <-x.stop:
 			stopping = true
