@@ -281,14 +281,19 @@ func (s *Server) searchRoomEvents(ctx context.Context, dev *Device, c *roomEvent
 	vis := map[string]*visibility{}
 	more := false
 	for page := 0; page < searchMaxPages && len(hits) < p.limit; page++ {
-		p.q.From, p.q.Below, p.q.Size = skip, below, p.limit
+		p.q.Size = p.limit
+		if p.q.Recent {
+			p.q.Below = below
+		} else {
+			p.q.From = skip
+		}
 		res, err := s.search.Search(ctx, p.q)
 		if err != nil {
 			return nil, err
 		}
 		if page == 0 {
 			total = res.Total
-			if below > 0 {
+			if p.q.Below > 0 {
 				// A later page by recency: count from the top.
 				cq := p.q
 				cq.Below, cq.Size = 0, 0

@@ -332,13 +332,25 @@ func TestSearchNoLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		say(t, alice, closed.RoomID, "参加前の予算案")
+		for i := 0; i < 5; i++ {
+			// Ranked above what carol may see: hidden hits fill whole
+			// pages of the index before hers comes.
+			say(t, alice, closed.RoomID, "参加前の予算案 予算案 予算案")
+		}
 		if _, err := carol.JoinRoomByID(ctx, closed.RoomID); err != nil {
 			t.Fatal(err)
 		}
 		later := say(t, alice, closed.RoomID, "参加後の予算案")
-		if got := searchIDs(t, carol, &mautrix.ReqSearch{SearchTerm: "予算案"}); !sameIDs(got, []id.EventID{later}) {
-			t.Errorf("carol under joined visibility: %v", got)
+		for _, order := range []string{"rank", "recent"} {
+			if got := searchIDs(t, carol, &mautrix.ReqSearch{SearchTerm: "予算案", OrderBy: order}); !sameIDs(got, []id.EventID{later}) {
+				t.Errorf("carol under joined visibility, %s: %v", order, got)
+			}
+			if got := searchIDs(t, carol, &mautrix.ReqSearch{SearchTerm: "予算案", OrderBy: order, Filter: &mautrix.FilterPart{Limit: 1}}); !sameIDs(got, []id.EventID{later}) {
+				t.Errorf("carol under joined visibility, %s, one at a time: %v", order, got)
+			}
+		}
+		if got := searchIDs(t, alice, &mautrix.ReqSearch{SearchTerm: "予算案", Filter: &mautrix.FilterPart{Limit: 2}}); len(got) != 2 || got[0] == later {
+			t.Errorf("alice's first page by rank: %v (the repeated word ranks first)", got)
 		}
 
 		// An encrypted room: the server has only ciphertext.
