@@ -134,10 +134,6 @@ func Open(ctx context.Context, dir string, svc *rooms.Service, store storage.Roo
 	return x, nil
 }
 
-// scorchConfig: a second process on the same index fails instead of
-// waiting; a batch returns once searchable, not once fsynced (the
-// checkpoint is persisted in the same snapshot as the documents, so a
-// crash loses only what the database catch-up redoes).
 func readCheckpoint(idx bleve.Index) (int64, error) {
 	raw, err := idx.GetInternal(checkpointKey)
 	if err != nil {
@@ -153,12 +149,19 @@ func readCheckpoint(idx bleve.Index) (int64, error) {
 	return cp, nil
 }
 
-var scorchConfig = map[string]any{"bolt_timeout": "2s", "unsafe_batch": true}
+// scorchConfig: a second process on the same index fails instead of
+// waiting; a batch returns once searchable, not once fsynced (the
+// checkpoint is persisted in the same snapshot as the documents, so a
+// crash loses only what the database catch-up redoes). A new map each
+// time: bleve writes the index's path into it.
+func scorchConfig() map[string]any {
+	return map[string]any{"bolt_timeout": "2s", "unsafe_batch": true}
+}
 
 // openBleve opens the index at dir, or makes a new one when there is none
 // or it cannot be used.
 func openBleve(dir string, log *slog.Logger) (bleve.Index, error) {
-	idx, err := bleve.OpenUsing(dir, scorchConfig)
+	idx, err := bleve.OpenUsing(dir, scorchConfig())
 	if err == nil {
 		v, verr := idx.GetInternal(versionKey)
 		if verr == nil && string(v) == version {
@@ -175,7 +178,7 @@ func openBleve(dir string, log *slog.Logger) (bleve.Index, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("remove old search index: %w", err)
 	}
-	idx, err = bleve.NewUsing(dir, newMapping(), scorch.Name, bleve.Config.DefaultKVStore, scorchConfig)
+	idx, err = bleve.NewUsing(dir, newMapping(), scorch.Name, bleve.Config.DefaultKVStore, scorchConfig())
 	if err != nil {
 		return nil, fmt.Errorf("create search index %s: %w", dir, err)
 	}

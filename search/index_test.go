@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -359,5 +360,40 @@ func TestQueueOverflow(t *testing.T) {
 	slices.Sort(ids)
 	if !slices.Equal(got, ids) {
 		t.Fatalf("after an overflow: found %d of %d", len(got), len(ids))
+	}
+}
+
+// TestTwoIndexes: two servers in one process (as the federation tests
+// run them) each keep their own index, and one restarts while the other
+// runs.
+func TestTwoIndexes(t *testing.T) {
+	a, b := newFixture(t, "sqlite"), newFixture(t, "sqlite")
+	ctx := context.Background()
+	alice := "@alice:test.local"
+	ra, err := a.svc.CreateRoom(ctx, &rooms.CreateRequest{Creator: alice, Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := b.svc.CreateRoom(ctx, &rooms.CreateRequest{Creator: alice, Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inA, inB := a.msg(ra, alice, "市役所 A"), b.msg(rb, alice, "市役所 B")
+	a.close()
+	a.open()
+	a.caughtUp()
+	b.caughtUp()
+	if got := a.find(Query{Term: "市役所", Rooms: everywhere(ra, rb)}); !slices.Equal(got, []string{inA}) {
+		t.Errorf("index a: %v", got)
+	}
+	if got := b.find(Query{Term: "市役所", Rooms: everywhere(ra, rb)}); !slices.Equal(got, []string{inB}) {
+		t.Errorf("index b: %v", got)
+	}
+	// Each has its own folder, and a second opener of one fails at once.
+	if _, err := Open(ctx, a.dir, b.svc, b.store, quiet); err == nil || !strings.Contains(err.Error(), "another process has it open") {
+		t.Fatalf("a second Open of a running index: %v", err)
+	}
+	if got := a.find(Query{Term: "市役所", Rooms: everywhere(ra)}); !slices.Equal(got, []string{inA}) {
+		t.Errorf("index a after the refused Open: %v", got)
 	}
 }
