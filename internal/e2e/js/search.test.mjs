@@ -1,7 +1,7 @@
 // Server-side search through matrix-js-sdk, the way Element calls it
 // (searchRoomEvents: order_by recent, one event of context each side,
 // profiles; backPaginateRoomEventsSearch for the next page). Run by
-// internal/e2e/js_test.go with MACHI_URL set.
+// TestSearchMatrixJSSDK (internal/e2e/search_test.go) with MACHI_URL set.
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
