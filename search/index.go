@@ -326,11 +326,21 @@ func (x *Index) run() {
 			behind = true
 		}
 		if stopping {
-			return // what is left is read back at the next start
+			x.saveCheckpoint()
+			return
 		}
 		if behind {
 			x.catchUp(ctx)
 		}
+	}
+}
+
+// saveCheckpoint persists the checkpoint if it moved without documents.
+func (x *Index) saveCheckpoint() {
+	b := x.idx.NewBatch()
+	b.SetInternal(checkpointKey, []byte(strconv.FormatInt(x.applied.Load(), 10)))
+	if err := x.idx.Batch(b); err != nil {
+		x.log.Error("search index: save checkpoint", "err", err)
 	}
 }
 
@@ -341,7 +351,12 @@ func (x *Index) apply(q []item) error {
 	docs := 0
 	cp := x.applied.Load()
 	flush := func() error {
-		if b.Size() == 0 && cp <= x.applied.Load() {
+		if b.Size() == 0 {
+			// Nothing to index (other events committed): the position
+			// is searchable at once, and persisted with the next
+			// documents or at Close; a crash before only rereads
+			// positions with nothing to index.
+			x.setApplied(cp)
 			return nil
 		}
 		b.SetInternal(checkpointKey, []byte(strconv.FormatInt(cp, 10)))
