@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -36,8 +38,34 @@ type Config struct {
 	Media        Media         `yaml:"media"`
 	Rooms        Rooms         `yaml:"rooms"`
 	Federation   Federation    `yaml:"federation"`
+	Presence     Presence      `yaml:"presence"`
+	TURN         TURN          `yaml:"turn"`
 	Policy       policy.Config `yaml:"policy"`
 	Log          Log           `yaml:"log"`
+}
+
+// Presence configures online/offline status.
+type Presence struct {
+	// Enabled shares presence (online, idle, offline, a status message)
+	// with the people a user shares a room with. Off: /sync carries none
+	// and GET /presence answers 404.
+	Enabled bool `yaml:"enabled"`
+}
+
+// TURN configures the TURN servers VoIP clients are given
+// (/voip/turnServer). With no URIs, clients are told there is none.
+type TURN struct {
+	// URIs are turn: or turns: URIs, e.g. turn:turn.example.jp:3478?transport=udp.
+	URIs []string `yaml:"uris"`
+	// SharedSecret is coturn's static-auth-secret (use-auth-secret): each
+	// user gets a username "<expiry>:<user_id>" and an HMAC-SHA1 password
+	// valid for TTL. Either this or Username and Password.
+	SharedSecret string `yaml:"shared_secret"`
+	// Username and Password are static credentials handed to every user.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// TTL is how long the credentials are valid.
+	TTL policy.Duration `yaml:"ttl"`
 }
 
 // Listen holds the listener addresses.
@@ -147,6 +175,8 @@ func Default() Config {
 		Media:          Media{Path: "media", MaxUploadBytes: 50 << 20},
 		Rooms:          Rooms{DefaultVersion: "10"},
 		Federation:     Federation{Peers: map[string]string{}, Discovery: true},
+		Presence:       Presence{Enabled: true},
+		TURN:           TURN{URIs: []string{}, TTL: policy.Duration(24 * time.Hour)},
 		Policy:         policy.DefaultConfig(),
 		Log:            Log{Level: "info", Format: "text"},
 	}
@@ -233,6 +263,8 @@ func (c *Config) Validate() error {
 		bad("rooms.default_version %q must be one of %s", c.Rooms.DefaultVersion, strings.Join(SupportedRoomVersions, ", "))
 	}
 	c.validateFederation(bad)
+	c.validateListen(bad)
+	c.TURN.validate(bad)
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -269,6 +301,43 @@ func (c *Config) validateFederation(bad func(string, ...any)) {
 		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
 			bad("federation.peers[%s] %q must be host:port", name, addr)
 		}
+	}
+}
+
+// validateListen checks what /.well-known advertises.
+func (c *Config) validateListen(bad func(string, ...any)) {
+	if c.Listen.PublicBaseURL == "" {
+		return
+	}
+	u, err := url.Parse(c.Listen.PublicBaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		bad("listen.public_base_url %q must be an http:// or https:// URL with a host and no query (e.g. https://matrix.city.example.jp)", c.Listen.PublicBaseURL)
+	}
+}
+
+func (t *TURN) validate(bad func(string, ...any)) {
+	for _, u := range t.URIs {
+		rest, ok := strings.CutPrefix(u, "turn:")
+		if !ok {
+			rest, ok = strings.CutPrefix(u, "turns:")
+		}
+		if !ok || rest == "" || strings.ContainsAny(u, " \t\n") {
+			bad("turn.uris: %q must be a turn: or turns: URI (e.g. turn:turn.example.jp:3478?transport=udp)", u)
+		}
+	}
+	static := t.Username != "" || t.Password != ""
+	switch {
+	case t.SharedSecret != "" && static:
+		bad("turn: set either shared_secret or username and password, not both")
+	case static && (t.Username == "" || t.Password == ""):
+		bad("turn.username and turn.password must be set together")
+	case len(t.URIs) > 0 && t.SharedSecret == "" && !static:
+		bad("turn.uris are set but no credentials: set turn.shared_secret (coturn's static-auth-secret) or turn.username and turn.password")
+	case len(t.URIs) == 0 && (t.SharedSecret != "" || static):
+		bad("turn has credentials but no uris")
+	}
+	if t.TTL.D() < time.Minute || t.TTL.D() > 7*24*time.Hour {
+		bad("turn.ttl %s must be between 1m and 168h", t.TTL.D())
 	}
 }
 
@@ -361,6 +430,24 @@ media:
 rooms:
   # Room version of new rooms: 10, 11 or 12.
   default_version: "10"
+
+presence:
+  # Share online/idle/offline and status messages with the people one shares
+  # a room with. false: /sync carries no presence.
+  enabled: true
+
+# TURN servers for voice and video calls (/voip/turnServer). No uris: clients
+# are told there is none.
+turn:
+  # e.g. ["turn:turn.city.example.jp:3478?transport=udp", "turns:turn.city.example.jp:5349?transport=tcp"]
+  uris: []
+  # coturn's static-auth-secret (use-auth-secret): time-limited credentials
+  # per user. Or set a static username and password instead.
+  shared_secret: ""
+  username: ""
+  password: ""
+  # How long the credentials are valid (1m to 168h).
+  ttl: 24h
 
 # The city's rules. Admins can change them at run time (admin API or
 # "machi admin policy set"); such changes are kept in the database and win

@@ -51,6 +51,15 @@ func TestLoadErrors(t *testing.T) {
 		{"bad room version", "rooms: {default_version: \"3\"}\n", "rooms.default_version"},
 		{"several at once", "server_name: \"\"\nlog: {level: loud}\n", "log.level"},
 		{"not yaml", "server_name: [\n", "yaml"},
+		{"bad base url", "listen: {public_base_url: \"matrix.city.jp\"}\n", "listen.public_base_url"},
+		{"bad turn uri", "turn: {uris: [\"stun:x:3478\"], shared_secret: s}\n", "turn.uris"},
+		{"turn without credentials", "turn: {uris: [\"turn:x:3478\"]}\n", "no credentials"},
+		{"turn both credentials", "turn: {uris: [\"turn:x\"], shared_secret: s, username: u, password: p}\n", "not both"},
+		{"turn half static", "turn: {uris: [\"turn:x\"], username: u}\n", "set together"},
+		{"turn credentials without uris", "turn: {shared_secret: s}\n", "no uris"},
+		{"turn bad ttl", "turn: {ttl: 1s}\n", "turn.ttl"},
+		{"turn ttl not a duration", "turn: {ttl: soon}\n", "soon"},
+		{"presence not a bool", "presence: {enabled: maybe}\n", "maybe"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "machi.yaml")
