@@ -19,11 +19,17 @@ func (s *Server) handleVersions(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// handleWellKnown serves GET /.well-known/matrix/client.
+// handleWellKnown serves GET /.well-known/matrix/client. Without a
+// configured public URL it names the host the client reached: the
+// listener's own address may be 0.0.0.0 or port 0.
 func (s *Server) handleWellKnown(w http.ResponseWriter, r *http.Request) {
-	base := s.cfg.Listen.PublicBaseURL
+	base := strings.TrimRight(s.cfg.Listen.PublicBaseURL, "/")
 	if base == "" {
-		base = "http://" + s.cfg.Listen.Client
+		host := r.Host
+		if host == "" {
+			host = s.cfg.Listen.Client
+		}
+		base = "http://" + host
 	}
 	writeJSON(w, 200, map[string]any{"m.homeserver": map[string]string{"base_url": base}})
 }

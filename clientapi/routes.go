@@ -85,6 +85,20 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "GET", "/directory/room/{roomAlias}", open, s.handleDirectory)
 	s.handle(r, "PUT", "/directory/room/{roomAlias}", auth, s.handleDirectory)
 	s.handle(r, "DELETE", "/directory/room/{roomAlias}", auth, s.handleDirectory)
+	s.handle(r, "GET", "/directory/list/room/{roomId}", open, s.handleGetRoomVisibility)
+	s.handle(r, "PUT", "/directory/list/room/{roomId}", auth, s.handlePutRoomVisibility)
+	s.handle(r, "GET", "/publicRooms", open, s.handlePublicRooms)
+	s.handle(r, "POST", "/publicRooms", auth, s.handlePublicRooms)
+
+	// Finding people, bridges and calls.
+	s.handle(r, "POST", "/user_directory/search", auth, s.handleUserSearch)
+	s.handle(r, "GET", "/thirdparty/protocols", auth, s.handleThirdPartyProtocols)
+	s.handle(r, "GET", "/thirdparty/protocol/{protocol}", auth, s.handleThirdPartyProtocol)
+	s.handle(r, "GET", "/thirdparty/location/{protocol}", auth, s.handleThirdPartyProtocol)
+	s.handle(r, "GET", "/thirdparty/user/{protocol}", auth, s.handleThirdPartyProtocol)
+	s.handle(r, "GET", "/thirdparty/location", auth, s.handleThirdPartyLocation)
+	s.handle(r, "GET", "/thirdparty/user", auth, s.handleThirdPartyUser)
+	s.handle(r, "GET", "/voip/turnServer", auth, s.handleTURNServer)
 
 	// Client API v1 only.
 	for _, v1 := range []struct {

@@ -1,0 +1,185 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+	"unicode"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/machi-chat/machi/rooms"
+)
+
+// User directory limits: the default and the most results of one search.
+const (
+	userSearchDefault = 10
+	userSearchMax     = 100
+)
+
+type userResult struct {
+	UserID      string `json:"user_id"`
+	DisplayName string `json:"display_name,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
+	rank        int
+}
+
+// handleUserSearch serves POST /_matrix/client/v3/user_directory/search.
+// Every active local account is searchable (a city's staff find each
+// other), and remote users who share a room with the searcher; deactivated
+// accounts never. The term matches display names anywhere in them and
+// user IDs, ignoring case, full/half width, hiragana/katakana and spaces.
+func (s *Server) handleUserSearch(w http.ResponseWriter, r *http.Request) {
+	dev := DeviceFrom(r.Context())
+	var req struct {
+		Term  *string `json:"search_term"`
+		Limit *int    `json:"limit"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Term == nil {
+		writeError(w, errMissingParam("search_term is required"))
+		return
+	}
+	limit := userSearchDefault
+	if req.Limit != nil {
+		if *req.Limit < 0 {
+			writeError(w, errInvalidParam("limit must not be negative"))
+			return
+		}
+		if *req.Limit > 0 {
+			limit = min(*req.Limit, userSearchMax)
+		}
+	}
+	results, err := s.searchUsers(r.Context(), dev.UserID, foldSearch(*req.Term))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	limited := len(results) > limit
+	if limited {
+		results = results[:limit]
+	}
+	writeJSON(w, 200, map[string]any{"results": results, "limited": limited})
+}
+
+// searchUsers finds the users matching a folded term, best first.
+func (s *Server) searchUsers(ctx context.Context, searcher, term string) ([]userResult, error) {
+	users, err := s.store.ListUsers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []userResult
+	seen := map[string]bool{}
+	notices := s.notices.sender()
+	for _, u := range users {
+		if u.Deactivated || u.UserID == notices {
+			continue
+		}
+		seen[u.UserID] = true
+		if rank, ok := matchUser(term, u.UserID, u.DisplayName); ok {
+			out = append(out, userResult{UserID: u.UserID, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL, rank: rank})
+		}
+	}
+	remote, err := s.remoteRoommates(ctx, searcher)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range remote {
+		if seen[u.UserID] {
+			continue
+		}
+		seen[u.UserID] = true
+		if rank, ok := matchUser(term, u.UserID, u.DisplayName); ok {
+			u.rank = rank
+			out = append(out, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.rank != b.rank {
+			return a.rank < b.rank
+		}
+		if (a.DisplayName != "") != (b.DisplayName != "") {
+			return a.DisplayName != ""
+		}
+		return a.UserID < b.UserID
+	})
+	return out, nil
+}
+
+// remoteRoommates lists the remote users joined to the rooms the searcher
+// is joined to, with the profile their member event carries.
+func (s *Server) remoteRoommates(ctx context.Context, searcher string) ([]userResult, error) {
+	memberships, err := s.rooms.UserRooms(ctx, searcher)
+	if err != nil {
+		return nil, err
+	}
+	var out []userResult
+	for roomID, m := range memberships {
+		if m.Membership != spec.Join {
+			continue
+		}
+		snap, err := s.rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		snap.Each(func(ev *rooms.Event) {
+			if ev.Type() != spec.MRoomMember || ev.Membership() != spec.Join || s.rooms.IsLocal(*ev.StateKey()) {
+				return
+			}
+			var c struct {
+				DisplayName string `json:"displayname"`
+				AvatarURL   string `json:"avatar_url"`
+			}
+			_ = json.Unmarshal(ev.PDU.Content(), &c)
+			out = append(out, userResult{UserID: *ev.StateKey(), DisplayName: c.DisplayName, AvatarURL: c.AvatarURL})
+		})
+	}
+	return out, nil
+}
+
+// matchUser ranks how a user matches a folded term: 0 an exact display
+// name or localpart, 1 a prefix of either, 2 anywhere in the display name
+// or user ID. The empty term matches everyone.
+func matchUser(term, userID, displayName string) (int, bool) {
+	if term == "" {
+		return 2, true
+	}
+	id := foldSearch(userID)
+	local, _, _ := strings.Cut(strings.TrimPrefix(id, "@"), ":")
+	name := foldSearch(displayName)
+	switch {
+	case name == term || local == term || id == term:
+		return 0, true
+	case (name != "" && strings.HasPrefix(name, term)) || strings.HasPrefix(local, term):
+		return 1, true
+	case strings.Contains(name, term) || strings.Contains(id, term):
+		return 2, true
+	}
+	return 0, false
+}
+
+// foldSearch normalises text for matching: NFKC (full-width Latin and
+// half-width katakana to their usual forms), lower case, katakana to
+// hiragana, and no spaces ("山田　太郎" matches "山田太郎").
+func foldSearch(s string) string {
+	s = strings.ToLower(norm.NFKC.String(s))
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		switch {
+		case unicode.IsSpace(r):
+			continue
+		case r >= 'ァ' && r <= 'ヶ':
+			r -= 'ァ' - 'ぁ'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
