@@ -35,6 +35,7 @@ type Store interface {
 	KeyBackups
 	Reports
 	Notifications
+	Presence
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MinEventPos is the lowest stream position of a stored event (0 if
@@ -83,9 +84,9 @@ type Accounts interface {
 	SetPasswordHash(ctx context.Context, userID, hash string) error
 	SetAdmin(ctx context.Context, userID string, admin bool) error
 	SetSuspended(ctx context.Context, userID string, suspended bool) error
-	// DeactivateUser marks the account deactivated, clears its password
-	// and profile and removes every device, encryption key, key backup,
-	// pusher and notification, in one transaction.
+	// DeactivateUser marks the account deactivated, clears its password,
+	// profile and presence and removes every device, encryption key, key
+	// backup, pusher and notification, in one transaction.
 	DeactivateUser(ctx context.Context, userID string) error
 	SetDisplayName(ctx context.Context, userID, name string) error
 	SetAvatarURL(ctx context.Context, userID, url string) error
@@ -760,4 +761,21 @@ type Notifications interface {
 	// the user has read (a read receipt, unthreaded or of their thread, at
 	// or after the event), and every one with TS < anyBefore.
 	PruneNotifications(ctx context.Context, readBefore, anyBefore int64) (int64, error)
+}
+
+// PresenceState is the presence a user last set by hand.
+type PresenceState struct {
+	UserID       string
+	Presence     string // online, unavailable, offline
+	StatusMsg    string
+	LastActiveTS int64
+}
+
+// Presence keeps what users set by hand (online status itself lives in
+// memory), so a restart does not forget a status message.
+type Presence interface {
+	// PutPresence creates or replaces the user's presence.
+	PutPresence(ctx context.Context, p PresenceState) error
+	// AllPresence lists every stored presence (read once at start).
+	AllPresence(ctx context.Context) ([]PresenceState, error)
 }

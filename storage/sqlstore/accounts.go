@@ -91,7 +91,7 @@ func (db *DB) DeactivateUser(ctx context.Context, userID string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return storage.ErrNotFound
 		}
-		for _, table := range []string{"devices", "device_keys", "one_time_keys", "fallback_keys", "cross_signing_keys", "pushers", "key_backup_keys", "notifications"} {
+		for _, table := range []string{"devices", "device_keys", "one_time_keys", "fallback_keys", "cross_signing_keys", "pushers", "key_backup_keys", "notifications", "presence"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE user_id = $1`, userID); err != nil {
 				return err
 			}
