@@ -501,6 +501,7 @@ func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.forgetUserTokens(dev.UserID)
+	s.forgetPresence(dev.UserID)
 	s.devicesRemoved(r.Context(), dev.UserID, deviceIDs(devices))
 	writeJSON(w, 200, map[string]string{"id_server_unbind_result": "no-support"})
 }

@@ -309,6 +309,7 @@ func (s *Server) adminDeactivate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.forgetUserTokens(u.UserID)
+	s.forgetPresence(u.UserID)
 	s.devicesRemoved(r.Context(), u.UserID, deviceIDs(devices))
 	s.done(w, r, "user.deactivate", u.UserID, map[string]any{"reason": req.Reason}, map[string]any{})
 }

@@ -16,14 +16,18 @@ import (
 
 var nowTime = time.Now
 
-// syncToken is a /sync position: the stream position and the typing
-// counter. Written "s<pos>_<typing>".
+// syncToken is a /sync position: the stream position and the typing and
+// presence counters. Written "s<pos>_<typing>_<presence>"; tokens from
+// before presence ("s<pos>_<typing>") read as presence 0.
 type syncToken struct {
-	pos    int64
-	typing uint64
+	pos      int64
+	typing   uint64
+	presence uint64
 }
 
-func (t syncToken) String() string { return fmt.Sprintf("s%d_%d", t.pos, t.typing) }
+func (t syncToken) String() string {
+	return fmt.Sprintf("s%d_%d_%d", t.pos, t.typing, t.presence)
+}
 
 func parseSyncToken(s string) (syncToken, error) {
 	var t syncToken
@@ -31,13 +35,19 @@ func parseSyncToken(s string) (syncToken, error) {
 	if !ok {
 		return t, errInvalidParam("invalid since token %q", s)
 	}
-	p, ty, _ := strings.Cut(rest, "_")
+	p, rest, _ := strings.Cut(rest, "_")
+	ty, pr, _ := strings.Cut(rest, "_")
 	var err error
 	if t.pos, err = strconv.ParseInt(p, 10, 64); err != nil || t.pos < 0 {
 		return t, errInvalidParam("invalid since token %q", s)
 	}
 	if ty != "" {
 		if t.typing, err = strconv.ParseUint(ty, 10, 64); err != nil {
+			return t, errInvalidParam("invalid since token %q", s)
+		}
+	}
+	if pr != "" {
+		if t.presence, err = strconv.ParseUint(pr, 10, 64); err != nil {
 			return t, errInvalidParam("invalid since token %q", s)
 		}
 	}

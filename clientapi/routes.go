@@ -130,6 +130,8 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "POST", "/rooms/{roomId}/receipt/{receiptType}/{eventId}", auth, s.handleReceipt)
 	s.handle(r, "POST", "/rooms/{roomId}/read_markers", auth, s.handleReadMarkers)
 	s.handle(r, "PUT", "/sendToDevice/{eventType}/{txnId}", auth, s.handleSendToDevice)
+	s.handle(r, "GET", "/presence/{userId}/status", auth, s.handleGetPresence)
+	s.handle(r, "PUT", "/presence/{userId}/status", auth, s.handlePutPresence)
 
 	// End-to-end encryption keys.
 	s.handle(r, "POST", "/keys/upload", auth, s.handleKeysUpload)

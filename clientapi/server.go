@@ -42,6 +42,8 @@ type Server struct {
 	log     *slog.Logger
 	limiter *rateLimiter
 	typing  *Typing
+	// presence is nil when presence is disabled.
+	presence *Presence
 	media   *media.Repo
 	search  *search.Index
 	policy  *policy.Engine
@@ -69,6 +71,8 @@ type Server struct {
 
 	touches chan touch // last-seen updates, written in the background
 	stopped chan struct{}
+
+	presenceStop, presenceDone chan struct{}
 }
 
 // touch is a device seen at an address.
@@ -158,6 +162,11 @@ func New(cfg *config.Config, d Deps) *Server {
 	s.eval = newEvaluator(s)
 	d.Rooms.SetEvaluator(s.eval)
 	go s.writeTouches()
+	if cfg.Presence.Enabled {
+		s.presence = NewPresence(time.Now)
+		s.presenceStop, s.presenceDone = make(chan struct{}), make(chan struct{})
+		go s.sweepPresence()
+	}
 	return s
 }
 
@@ -167,6 +176,10 @@ func (s *Server) Close() {
 	<-s.stopped
 	s.eval.close()
 	s.push.close()
+	if s.presenceStop != nil {
+		close(s.presenceStop)
+		<-s.presenceDone
+	}
 }
 
 // writeTouches records devices' last-seen time and address.
@@ -288,6 +301,9 @@ func (s *Server) requireAuth(next http.Handler) http.Handler {
 			return
 		}
 		s.seeDevice(dev, s.clientIP(r))
+		if r.Method != http.MethodGet {
+			s.noteActivity(r.Context(), dev.UserID)
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), deviceKey, dev)))
 	})
 }

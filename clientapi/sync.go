@@ -48,6 +48,14 @@ func (s *Server) handleSync(w http.ResponseWriter, r *http.Request) {
 		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
 	}
 	fullState := q.Get("full_state") == "true"
+	setPresence := q.Get("set_presence")
+	switch setPresence {
+	case "", presOnline, presUnavailable, presOffline:
+	default:
+		writeError(w, errInvalidParam("set_presence must be online, unavailable or offline"))
+		return
+	}
+	defer s.notePresenceSync(r.Context(), dev.UserID, setPresence)()
 	req := &syncRequest{dev: dev, since: since, filter: filter, fullState: fullState}
 
 	var timer <-chan time.Time
@@ -167,6 +175,10 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 	dev := req.dev
 	cur := s.rooms.SyncCeiling(dev.UserID, s.rooms.Stream().Current())
 	typingNow := s.typing.Current()
+	var presenceNow uint64
+	if s.presence != nil {
+		presenceNow = s.presence.Current()
+	}
 	from := syncToken{}
 	if req.since != nil {
 		from = *req.since
@@ -174,6 +186,9 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 		from.pos = min(from.pos, cur)
 		if from.typing > typingNow {
 			from.typing = 0
+		}
+		if from.presence > presenceNow {
+			from.presence = 0
 		}
 	}
 	resp := &syncResponse{
@@ -296,12 +311,24 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 			empty = false
 		}
 	}
+	// Presence: nothing to look at unless some presence changed since the
+	// token (a sync woken by a message skips it).
+	if s.presence != nil && (req.since == nil || from.presence < presenceNow) {
+		evs, err := s.syncPresence(ctx, req, memberships, from.presence, presenceNow)
+		if err != nil {
+			return nil, false, err
+		}
+		if len(evs) > 0 {
+			resp.Presence.Events = evs
+			empty = false
+		}
+	}
 	counts, err := s.deviceKeyCounts(ctx, dev.UserID, dev.DeviceID)
 	if err != nil {
 		return nil, false, err
 	}
 	resp.OTKCount, resp.Fallback = counts.otk, counts.fallback
-	resp.NextBatch = syncToken{pos: cur, typing: typingNow}.String()
+	resp.NextBatch = syncToken{pos: cur, typing: typingNow, presence: presenceNow}.String()
 	body, err := json.Marshal(resp)
 	return body, empty, err
 }

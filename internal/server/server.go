@@ -173,6 +173,9 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 	if err := s.API.EnsureNoticesUser(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.API.LoadPresence(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
