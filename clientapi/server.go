@@ -44,12 +44,12 @@ type Server struct {
 	typing  *Typing
 	// presence is nil when presence is disabled.
 	presence *Presence
-	media   *media.Repo
-	search  *search.Index
-	policy  *policy.Engine
-	audit   *AuditLog
-	remote  Remote
-	nonces  nonces
+	media    *media.Repo
+	search   *search.Index
+	policy   *policy.Engine
+	audit    *AuditLog
+	remote   Remote
+	nonces   nonces
 
 	enroll      enrollment
 	loginTokens loginTokens
