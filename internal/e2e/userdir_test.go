@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"net/http"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/machi-chat/machi/internal/testrig"
+)
+
+func userIDs(resp *mautrix.RespSearchUserDirectory) []id.UserID {
+	var out []id.UserID
+	for _, r := range resp.Results {
+		out = append(out, r.UserID)
+	}
+	return out
+}
+
+func TestUserDirectory(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		c := startCity(t, engine)
+		ctx := ctxT(t)
+		named := func(name, display string) *mautrix.Client {
+			cl := register(t, c.srv, name)
+			if err := cl.SetDisplayName(ctx, display); err != nil {
+				t.Fatal(err)
+			}
+			return cl
+		}
+		taro := named("taro", "山田 太郎")
+		hanako := named("hanako", "Yamada Hanako")
+		sato := named("sato", "ＳＡＴＯ　ケンジ") // full-width Latin and space
+		jiro := named("jiro", "山田 次郎")
+		searcher := register(t, c.srv, "searcher") // shares no room with anyone
+
+		c.admin("POST", "/users/"+string(jiro.UserID)+"/deactivate", map[string]any{"reason": "退職"}, nil, 200)
+
+		search := func(term string, limit int) *mautrix.RespSearchUserDirectory {
+			t.Helper()
+			resp, err := searcher.SearchUserDirectory(ctx, term, limit)
+			if err != nil {
+				t.Fatalf("search %q: %v", term, err)
+			}
+			return resp
+		}
+		for _, tc := range []struct {
+			term string
+			want []id.UserID
+		}{
+			{"山田", []id.UserID{taro.UserID}},       // substring of a Japanese name; jiro is deactivated
+			{"太郎", []id.UserID{taro.UserID}},       // not only prefixes
+			{"山田太郎", []id.UserID{taro.UserID}},     // spaces ignored
+			{"yamada", []id.UserID{hanako.UserID}}, // Latin, any case
+			{"HANAKO", []id.UserID{hanako.UserID}}, //
+			{"sato", []id.UserID{sato.UserID}},     // full-width folded
+			{"けんじ", []id.UserID{sato.UserID}},      // katakana matched by hiragana
+			{string(taro.UserID), []id.UserID{taro.UserID}},
+			{"次郎", nil},   // deactivated, never found
+			{"お知らせ", nil}, // the notices system account is not staff
+			{"nobody-here", nil},
+		} {
+			resp := search(tc.term, 10)
+			got := userIDs(resp)
+			if len(got) != len(tc.want) || (len(got) > 0 && got[0] != tc.want[0]) || resp.Limited {
+				t.Errorf("search %q = %v (limited %v), want %v", tc.term, got, resp.Limited, tc.want)
+			}
+		}
+		resp := search("山田 太郎", 10)
+		// The spec's field is display_name (mautrix-go reads "displayname",
+		// the profile API's name, so it lands in Extra).
+		if len(resp.Results) != 1 || resp.Results[0].Extra["display_name"] != "山田 太郎" {
+			t.Fatalf("profile in results: %+v", resp.Results[0])
+		}
+
+		// The localpart: an exact one ranks before a prefix.
+		resp = search(string(taro.UserID.Localpart()), 10)
+		if got := userIDs(resp); len(got) == 0 || got[0] != taro.UserID {
+			t.Fatalf("search by localpart = %v", got)
+		}
+		// limit and limited.
+		resp = search("a", 1)
+		if len(resp.Results) != 1 || !resp.Limited {
+			t.Fatalf("limit 1 of many: %d results, limited %v", len(resp.Results), resp.Limited)
+		}
+		resp = search("", 100)
+		for _, u := range userIDs(resp) {
+			if u == jiro.UserID {
+				t.Fatal("the empty term listed a deactivated user")
+			}
+		}
+		if len(resp.Results) < 5 {
+			t.Fatalf("the empty term lists staff, got %v", userIDs(resp))
+		}
+
+		url := c.base() + "/_matrix/client/v3/user_directory/search"
+		for _, tc := range []struct {
+			name, token, body string
+			status            int
+			code              string
+		}{
+			{"missing term", searcher.AccessToken, `{"limit":5}`, 400, "M_MISSING_PARAM"},
+			{"term not a string", searcher.AccessToken, `{"search_term":5}`, 400, "M_BAD_JSON"},
+			{"negative limit", searcher.AccessToken, `{"search_term":"a","limit":-1}`, 400, "M_INVALID_PARAM"},
+			{"not json", searcher.AccessToken, `{"search_term"`, 400, "M_NOT_JSON"},
+			{"no token", "", `{"search_term":"a"}`, 401, "M_MISSING_TOKEN"},
+		} {
+			if code, me := do(t, http.DefaultClient, "POST", url, tc.token, []byte(tc.body), nil); code != tc.status || me.Code != tc.code {
+				t.Errorf("%s: %d %s, want %d %s", tc.name, code, me.Code, tc.status, tc.code)
+			}
+		}
+	})
+}
