@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
@@ -88,6 +89,26 @@ func BenchmarkSync(b *testing.B) {
 			_, empty, err := s.buildSync(ctx, &syncRequest{dev: dev, since: &since, filter: &Filter{}})
 			if err != nil || empty {
 				b.Fatalf("incremental sync: %v, empty %v", err, empty)
+			}
+		}
+	})
+	// A sync woken by a roommate's presence change (one user of 200 known).
+	for i := 0; i < 200; i++ {
+		s.presence.Active(fmt.Sprintf("@u%d-%d:test.local", i%20, i/20%8))
+	}
+	n := 0
+	b.Run("presence", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			since := syncToken{pos: rs.Stream().Current(), presence: s.presence.Current()}
+			n++
+			msg := fmt.Sprintf("in meeting %d", n)
+			s.presence.Set(fmt.Sprintf("@u%d-0:test.local", i%20), presOnline, &msg)
+			b.StartTimer()
+			body, empty, err := s.buildSync(ctx, &syncRequest{dev: dev, since: &since, filter: &Filter{}})
+			if err != nil || empty || !bytes.Contains(body, []byte("m.presence")) {
+				b.Fatalf("presence sync: %v, empty %v", err, empty)
 			}
 		}
 	})

@@ -108,7 +108,11 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.Visibility == "public" {
-		_ = s.store.SetPublished(r.Context(), roomID, true)
+		if err := s.store.SetPublished(r.Context(), roomID, true); err != nil {
+			// The room exists: answering an error would make the client
+			// retry and create a second one.
+			s.log.Warn("publish new room in the directory", "room", roomID, "err", err)
+		}
 	}
 	writeJSON(w, 200, map[string]string{"room_id": roomID})
 }
