@@ -201,8 +201,9 @@ func (s *Server) sweepPresence() {
 
 // syncPresence lists the m.presence events a /sync carries: the changes
 // in (from, to] of the user and of those who share a joined room with
-// them; on an initial sync, what is known of all of them.
-func (s *Server) syncPresence(ctx context.Context, req *syncRequest, memberships map[string]storage.Membership, from, to uint64) ([]json.RawMessage, error) {
+// them, and what is known of the members of rooms joined since the token;
+// on an initial sync, what is known of all of them.
+func (s *Server) syncPresence(ctx context.Context, req *syncRequest, memberships map[string]storage.Membership, joinedNow []string, from, to uint64) ([]json.RawMessage, error) {
 	userID := req.dev.UserID
 	var views []presenceView
 	if req.since == nil {
@@ -211,15 +212,24 @@ func (s *Server) syncPresence(ctx context.Context, req *syncRequest, memberships
 			return nil, err
 		}
 	} else {
-		for _, v := range s.presence.ChangedIn(from, to) {
-			ok, err := s.sharesRoom(ctx, v.UserID, userID, memberships)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				views = append(views, v)
+		shown := map[string]bool{userID: true}
+		if from < to {
+			for _, v := range s.presence.ChangedIn(from, to) {
+				ok, err := s.sharesRoom(ctx, v.UserID, userID, memberships)
+				if err != nil {
+					return nil, err
+				}
+				if ok {
+					views = append(views, v)
+					shown[v.UserID] = true
+				}
 			}
 		}
+		more, err := s.newRoommatesPresence(ctx, joinedNow, to, shown)
+		if err != nil {
+			return nil, err
+		}
+		views = append(views, more...)
 	}
 	now := time.Now()
 	var out []json.RawMessage
@@ -273,6 +283,29 @@ func (s *Server) initialPresence(ctx context.Context, userID string, memberships
 	}
 	for _, v := range known {
 		if audience[v.UserID] {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// newRoommatesPresence is what is known of the members of the rooms just
+// joined, except those already shown.
+func (s *Server) newRoommatesPresence(ctx context.Context, roomIDs []string, to uint64, shown map[string]bool) ([]presenceView, error) {
+	if len(roomIDs) == 0 {
+		return nil, nil
+	}
+	snaps := make([]*rooms.Snapshot, 0, len(roomIDs))
+	for _, id := range roomIDs {
+		snap, err := s.rooms.CurrentState(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		snaps = append(snaps, snap)
+	}
+	var out []presenceView
+	for _, v := range s.presence.Known(to) {
+		if !shown[v.UserID] && slices.ContainsFunc(snaps, func(snap *rooms.Snapshot) bool { return snap.Membership(v.UserID) == spec.Join }) {
 			out = append(out, v)
 		}
 	}

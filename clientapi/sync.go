@@ -249,6 +249,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 	if err != nil {
 		return nil, false, err
 	}
+	var joinedNow []string // rooms joined since the token
 	for roomID, m := range memberships {
 		if m.Pos > cur || !allowsRoom(req.filter.Room.Rooms, req.filter.Room.NotRooms, roomID) {
 			continue // not yet visible at cur; the next sync has it
@@ -256,6 +257,9 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 		changed := req.since == nil || m.Pos > from.pos
 		switch m.Membership {
 		case spec.Join:
+			if changed && req.since != nil {
+				joinedNow = append(joinedNow, roomID)
+			}
 			jr, err := s.syncJoined(ctx, req, roomID, m, from, cur, changed || req.fullState)
 			if err != nil {
 				return nil, false, err
@@ -312,9 +316,9 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 		}
 	}
 	// Presence: nothing to look at unless some presence changed since the
-	// token (a sync woken by a message skips it).
-	if s.presence != nil && (req.since == nil || from.presence < presenceNow) {
-		evs, err := s.syncPresence(ctx, req, memberships, from.presence, presenceNow)
+	// token or new roommates came (a sync woken by a message skips it).
+	if s.presence != nil && (req.since == nil || from.presence < presenceNow || len(joinedNow) > 0) {
+		evs, err := s.syncPresence(ctx, req, memberships, joinedNow, from.presence, presenceNow)
 		if err != nil {
 			return nil, false, err
 		}

@@ -145,7 +145,21 @@ func TestPresence(t *testing.T) {
 		if p := presenceOf(cs, alice.UserID); p != nil {
 			t.Fatalf("carol sees alice's presence in /sync: %v", p)
 		}
-		// ... but staff may look each other up.
+		// Once she joins a room with alice, her next sync tells her.
+		if _, err := alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := carol.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, carol, cs.NextBatch, func(r *mautrix.RespSync) bool {
+			_, joined := r.Rooms.Join[room.RoomID]
+			if joined && presenceOf(r, alice.UserID)["status_msg"] != "会議中" {
+				t.Fatalf("carol joined alice's room without learning her presence: %v", r.Presence.Events)
+			}
+			return joined
+		})
+		// ... and staff may look each other up anyway.
 		got, err := carol.GetPresence(ctx, alice.UserID)
 		if err != nil {
 			t.Fatal(err)
