@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -20,7 +17,7 @@ import (
 )
 
 // restartable is a machi that a test stops and starts again on the same
-// data (startServer's configuration).
+// data.
 type restartable struct {
 	t    *testing.T
 	cfg  config.Config
@@ -30,18 +27,7 @@ type restartable struct {
 
 func startRestartable(t *testing.T, engine string) *restartable {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen.Client = "127.0.0.1:0"
-	cfg.Listen.Metrics = ""
-	cfg.Registration.Enabled = true
-	cfg.Registration.BcryptCost = 4
-	cfg.RateLimits.Enabled = false
-	if engine == "postgres" {
-		cfg.Database.Engine = "postgres"
-		cfg.Database.PostgresDSN = testrig.PostgresDSN(t)
-	}
-	r := &restartable{t: t, cfg: cfg}
+	r := &restartable{t: t, cfg: testConfig(t, engine)}
 	r.start()
 	t.Cleanup(r.stop)
 	return r
@@ -49,20 +35,10 @@ func startRestartable(t *testing.T, engine string) *restartable {
 
 func (r *restartable) start() {
 	r.t.Helper()
-	srv, err := server.Start(context.Background(), &r.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		r.t.Fatalf("start machi: %v", err)
-	}
-	r.srv, r.once = srv, &sync.Once{}
+	r.srv, r.once = startUnmanaged(r.t, &r.cfg), &sync.Once{}
 }
 
-func (r *restartable) stop() {
-	r.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		r.srv.Close(ctx)
-	})
-}
+func (r *restartable) stop() { r.once.Do(func() { stopServer(r.srv) }) }
 
 // presenceOf finds sender's m.presence content in a sync response.
 func presenceOf(resp *mautrix.RespSync, sender id.UserID) map[string]any {
