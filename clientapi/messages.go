@@ -3,7 +3,6 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,7 +25,11 @@ type syncToken struct {
 }
 
 func (t syncToken) String() string {
-	return fmt.Sprintf("s%d_%d_%d", t.pos, t.typing, t.presence)
+	b := make([]byte, 0, 64)
+	b = strconv.AppendInt(append(b, 's'), t.pos, 10)
+	b = strconv.AppendUint(append(b, '_'), t.typing, 10)
+	b = strconv.AppendUint(append(b, '_'), t.presence, 10)
+	return string(b)
 }
 
 func parseSyncToken(s string) (syncToken, error) {

@@ -132,3 +132,30 @@ func TestPresenceTracker(t *testing.T) {
 		t.Fatalf("forgotten alice: %+v", v)
 	}
 }
+
+func TestSyncTokenWithPresence(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want syncToken
+		ok   bool
+	}{
+		{"s12_3_1764567890123", syncToken{pos: 12, typing: 3, presence: 1764567890123}, true},
+		{"s12_3", syncToken{pos: 12, typing: 3}, true}, // before presence
+		{"s12", syncToken{pos: 12}, true},
+		{"s12_3_x", syncToken{}, false},
+		{"s12_3_-1", syncToken{}, false},
+	} {
+		got, err := parseSyncToken(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("parseSyncToken(%q) = %+v, %v; want %+v, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+		if tc.ok && len(tc.in) > 6 {
+			if back, _ := parseSyncToken(got.String()); back != got {
+				t.Errorf("%+v does not survive String: %q", got, got.String())
+			}
+		}
+	}
+	if got := (syncToken{pos: 5, typing: 0, presence: 7}).String(); got != "s5_0_7" {
+		t.Fatalf("String = %q", got)
+	}
+}
