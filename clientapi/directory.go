@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -295,7 +296,12 @@ func (s *Server) handlePutRoomVisibility(w http.ResponseWriter, r *http.Request)
 		writeError(w, err)
 		return
 	}
-	if !dev.IsAdmin && !mayPublish(snap, dev.UserID) {
+	version, err := s.rooms.Version(r.Context(), roomID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if !dev.IsAdmin && !mayPublish(snap, version, dev.UserID) {
 		writeError(w, errForbidden("only room members with the power to set the room's main address (m.room.canonical_alias), or server admins, may change its visibility in the room directory"))
 		return
 	}
@@ -310,10 +316,20 @@ func (s *Server) handlePutRoomVisibility(w http.ResponseWriter, r *http.Request)
 }
 
 // mayPublish reports whether userID is joined to the room with at least
-// the power level m.room.canonical_alias needs.
-func mayPublish(snap *rooms.Snapshot, userID string) bool {
+// the power level m.room.canonical_alias needs (a creator of a room whose
+// version makes creators all-powerful always has it).
+func mayPublish(snap *rooms.Snapshot, version gomatrixserverlib.IRoomVersion, userID string) bool {
 	if snap.Membership(userID) != spec.Join {
 		return false
+	}
+	if create := snap.Get(spec.MRoomCreate, ""); create != nil && version.PrivilegedCreators() {
+		var c struct {
+			AdditionalCreators []string `json:"additional_creators"`
+		}
+		_ = json.Unmarshal(create.PDU.Content(), &c)
+		if create.Sender() == userID || slices.Contains(c.AdditionalCreators, userID) {
+			return true
+		}
 	}
 	var pl gomatrixserverlib.PowerLevelContent
 	if ev := snap.Get(spec.MRoomPowerLevels, ""); ev != nil {

@@ -170,6 +170,17 @@ func TestRoomDirectory(t *testing.T) {
 		if vis(chat.RoomID) != "private" || vis(hidden.RoomID) != "public" {
 			t.Fatalf("after changes: chat %s, hidden %s", vis(chat.RoomID), vis(hidden.RoomID))
 		}
+		// In room version 12 creators hold no power level but may anything.
+		v12, err := carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomVersion: "12"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, me := put(carol.AccessToken, v12.RoomID, map[string]string{"visibility": "public"}); code != 200 {
+			t.Fatalf("v12 creator publishes: %d %+v", code, me)
+		}
+		if code, me := put(carol.AccessToken, v12.RoomID, map[string]string{"visibility": "private"}); code != 200 || vis(v12.RoomID) != "private" {
+			t.Fatalf("v12 creator unpublishes: %d %+v", code, me)
+		}
 		now, err := anon.PublicRooms(ctx, &mautrix.ReqPublicRooms{})
 		if err != nil {
 			t.Fatal(err)
