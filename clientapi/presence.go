@@ -173,7 +173,8 @@ func (p *Presence) Set(userID, presence string, statusMsg *string) (storage.Pres
 	if statusMsg != nil {
 		e.statusMsg = *statusMsg
 	}
-	changed := before.presence != e.presence || before.statusMsg != e.statusMsg || before.active != e.active
+	// byHand counts: offline by hand must be stored to outlast a restart.
+	changed := before.presence != e.presence || before.statusMsg != e.statusMsg || before.active != e.active || before.byHand != e.byHand
 	if changed {
 		p.changed(e)
 	}

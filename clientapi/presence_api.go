@@ -39,8 +39,8 @@ func (s *Server) forgetPresence(userID string) {
 
 // handlePutPresence serves PUT /_matrix/client/v3/presence/{userId}/status.
 // Idempotent: setting the presence one has changes nothing but the time of
-// last activity. With presence disabled the request is checked and
-// ignored.
+// last activity (and stores nothing). With presence disabled the request
+// is checked and ignored.
 func (s *Server) handlePutPresence(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	if vars(r)["userId"] != dev.UserID {
@@ -74,13 +74,17 @@ func (s *Server) handlePutPresence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state, changed := s.presence.Set(dev.UserID, *req.Presence, req.StatusMsg)
+	if !changed {
+		// Clients repeat themselves; the stored copy only has to survive
+		// a restart, so a newer activity time is not worth a write.
+		writeJSON(w, 200, map[string]any{})
+		return
+	}
 	if err := s.store.PutPresence(r.Context(), state); err != nil {
 		writeError(w, err)
 		return
 	}
-	if changed {
-		s.wakePresence(r.Context(), dev.UserID)
-	}
+	s.wakePresence(r.Context(), dev.UserID)
 	writeJSON(w, 200, map[string]any{})
 }
 

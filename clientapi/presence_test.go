@@ -105,8 +105,16 @@ func TestPresenceTracker(t *testing.T) {
 	if !p.Active(bob) || p.Get(bob).Presence != presOnline {
 		t.Fatal("bob's activity did not bring him online")
 	}
-	// Offline by hand stays through syncs and activity.
-	p.Set(bob, presOffline, strp(""))
+	// Offline by hand stays through syncs and activity; choosing it when
+	// already offline is a change (it must be stored).
+	p.SyncEnded(bob)
+	clock.add(presenceOfflineAfter)
+	if got := p.Sweep(); !slices.Contains(got, bob) {
+		t.Fatalf("bob not offline after his sync ended: %v", got)
+	}
+	if _, changed := p.Set(bob, presOffline, strp("")); !changed {
+		t.Fatal("offline by hand over offline reported no change")
+	}
 	if p.SyncStarted(bob, "") || p.Active(bob) || p.Get(bob).Presence != presOffline {
 		t.Fatalf("offline by hand undone: %+v", p.Get(bob))
 	}
