@@ -112,3 +112,45 @@ func TestUserDirectory(t *testing.T) {
 		}
 	})
 }
+
+// Users of another city are found by those who share a room with them,
+// under the name their member event carries; nobody else finds them.
+func TestUserDirectoryRemoteRoommates(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		ctx := ctxT(t)
+		alice, carol := register(t, cities[a].srv, "alice"), register(t, cities[a].srv, "carol")
+		bob := register(t, cities[b].srv, "bob")
+		if err := bob.SetDisplayName(ctx, "鈴木 一郎"); err != nil {
+			t.Fatal(err)
+		}
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "合同委員会"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID)+"?server_name="+a,
+			bob.AccessToken, map[string]any{}, nil); code != 200 {
+			t.Fatalf("join from city-b: %d %+v", code, me)
+		}
+		waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return memberIn(r, room.RoomID, bob.UserID, "join") })
+
+		resp, err := alice.SearchUserDirectory(ctx, "鈴木", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := userIDs(resp); len(got) != 1 || got[0] != bob.UserID || resp.Results[0].Extra["display_name"] != "鈴木 一郎" {
+			t.Fatalf("alice searches her remote roommate: %+v", resp.Results)
+		}
+		if resp, err := carol.SearchUserDirectory(ctx, "鈴木", 10); err != nil || len(resp.Results) != 0 {
+			t.Fatalf("carol shares no room with bob, yet finds %v (%v)", userIDs(resp), err)
+		}
+		// Other servers' directories and presence are not served.
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[a].srv)+"/_matrix/client/v3/publicRooms?server="+b, "", nil, nil); code != 404 || me.Code != "M_NOT_FOUND" {
+			t.Fatalf("another city's room directory: %d %+v", code, me)
+		}
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[a].srv)+"/_matrix/client/v3/presence/"+string(bob.UserID)+"/status", alice.AccessToken, nil, nil); code != 404 || me.Code != "M_NOT_FOUND" {
+			t.Fatalf("a remote user's presence: %d %+v", code, me)
+		}
+	})
+}
