@@ -74,7 +74,7 @@ func (s *Server) searchUsers(ctx context.Context, searcher, term string) ([]user
 	if err != nil {
 		return nil, err
 	}
-	var out []userResult
+	out := []userResult{} // "results" is an array even when nothing matches
 	seen := map[string]bool{}
 	notices := s.notices.sender()
 	for _, u := range users {
