@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +43,21 @@ type Presence struct {
 
 	mu    sync.Mutex
 	users map[string]*presenceEntry
+	// log holds the recent changes in counter order, so that a /sync
+	// finds what changed since its token without walking every user.
+	log []presenceChange
+}
+
+// presenceLogMax is how many recent changes the log keeps (at least).
+const presenceLogMax = 4096
+
+type presenceChange struct {
+	at     uint64
+	userID string
 }
 
 type presenceEntry struct {
+	id         string
 	presence   string
 	statusMsg  string
 	lastActive int64 // unix ms; 0 when never seen
@@ -84,14 +97,14 @@ func (p *Presence) Load(list []storage.PresenceState) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range list {
-		p.users[s.UserID] = &presenceEntry{presence: presOffline, statusMsg: s.StatusMsg, lastActive: s.LastActiveTS, byHand: s.Presence == presOffline}
+		p.users[s.UserID] = &presenceEntry{id: s.UserID, presence: presOffline, statusMsg: s.StatusMsg, lastActive: s.LastActiveTS, byHand: s.Presence == presOffline}
 	}
 }
 
 func (p *Presence) entry(userID string) *presenceEntry {
 	e, ok := p.users[userID]
 	if !ok {
-		e = &presenceEntry{presence: presOffline}
+		e = &presenceEntry{id: userID, presence: presOffline}
 		p.users[userID] = e
 	}
 	return e
@@ -100,6 +113,10 @@ func (p *Presence) entry(userID string) *presenceEntry {
 // changed records a change of e; call with mu held.
 func (p *Presence) changed(e *presenceEntry) {
 	e.changedAt = p.counter.Add(1)
+	p.log = append(p.log, presenceChange{at: e.changedAt, userID: e.id})
+	if len(p.log) >= 2*presenceLogMax {
+		p.log = append([]presenceChange(nil), p.log[len(p.log)-presenceLogMax:]...)
+	}
 }
 
 // SyncStarted notes a /sync of userID with its set_presence parameter and
@@ -227,6 +244,24 @@ func (p *Presence) ChangedIn(from, to uint64) []presenceView {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []presenceView
+	// Counters are consecutive: the log has every change after from when
+	// its first entry is at most from+1.
+	if len(p.log) > 0 && p.log[0].at <= from+1 {
+		i := sort.Search(len(p.log), func(i int) bool { return p.log[i].at > from })
+		seen := map[string]bool{}
+		for _, c := range p.log[i:] {
+			if c.at > to {
+				break
+			}
+			// A user forgotten since, or changed again after to (the next
+			// sync has them), is left out, as in the walk below.
+			if e, ok := p.users[c.userID]; ok && !seen[c.userID] && e.changedAt <= to {
+				seen[c.userID] = true
+				out = append(out, e.view(c.userID))
+			}
+		}
+		return out
+	}
 	for id, e := range p.users {
 		if e.changedAt > from && e.changedAt <= to {
 			out = append(out, e.view(id))

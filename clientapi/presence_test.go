@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -165,5 +166,64 @@ func TestSyncTokenWithPresence(t *testing.T) {
 	}
 	if got := (syncToken{pos: 5, typing: 0, presence: 7}).String(); got != "s5_0_7" {
 		t.Fatalf("String = %q", got)
+	}
+}
+
+// ChangedIn answers the same from the log of recent changes as from a walk
+// of every user, and falls back to the walk once the log is trimmed.
+func TestPresenceChangedInLog(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)}
+	p := NewPresence(clock.now)
+	start := p.Current()
+	walk := func(from, to uint64) []string {
+		var out []string
+		for id, e := range p.users {
+			if e.changedAt > from && e.changedAt <= to {
+				out = append(out, id)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	ids := func(vs []presenceView) []string {
+		var out []string
+		for _, v := range vs {
+			out = append(out, v.UserID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	n := 0
+	for round := 0; round < 3*presenceLogMax; round++ {
+		u := fmt.Sprintf("@u%d:test", round%300)
+		n++
+		p.Set(u, presOnline, strp(fmt.Sprint(n)))
+		if round%997 == 0 {
+			cur := p.Current()
+			for _, from := range []uint64{start, cur - 1, cur - 500, cur - presenceLogMax + 1, cur - 3*presenceLogMax} {
+				if from < start {
+					from = start
+				}
+				for _, to := range []uint64{cur, cur - 1, (from + cur) / 2} {
+					if to < from {
+						continue
+					}
+					if got, want := ids(p.ChangedIn(from, to)), walk(from, to); !slices.Equal(got, want) {
+						t.Fatalf("round %d: ChangedIn(%d, %d) = %d users, want %d", round, from-start, to-start, len(got), len(want))
+					}
+				}
+			}
+		}
+	}
+	if len(p.log) >= 2*presenceLogMax {
+		t.Fatalf("log not trimmed: %d entries", len(p.log))
+	}
+	last := fmt.Sprintf("@u%d:test", (3*presenceLogMax-1)%300)
+	if got := ids(p.ChangedIn(p.Current()-1, p.Current())); !slices.Equal(got, []string{last}) {
+		t.Fatalf("last change = %v, want %s", got, last)
+	}
+	p.Forget(last)
+	if got := ids(p.ChangedIn(p.Current()-10, p.Current())); slices.Contains(got, last) {
+		t.Fatal("a forgotten user is still reported")
 	}
 }
