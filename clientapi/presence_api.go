@@ -149,6 +149,9 @@ func (s *Server) noteActivity(ctx context.Context, userID string) {
 // wakePresence wakes the long-polls of everyone who sees userID's
 // presence: themself and the members of the rooms they are in.
 func (s *Server) wakePresence(ctx context.Context, userID string) {
+	// The change is made: tell everyone even if the client that made it
+	// has gone.
+	ctx = context.WithoutCancel(ctx)
 	audience := map[string]bool{userID: true}
 	if err := s.roommates(ctx, userID, audience); err != nil {
 		s.log.Warn("find who sees a presence change", "user", userID, "err", err)
