@@ -13,7 +13,6 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) now() time.Time             { return c.t }
 func (c *fakeClock) add(d time.Duration)        { c.t = c.t.Add(d) }
-func strp(s string) *string                     { return &s }
 func (v presenceView) is(p string, a bool) bool { return v.Presence == p && v.Active == a }
 
 func TestPresenceTracker(t *testing.T) {

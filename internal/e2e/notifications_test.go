@@ -1,22 +1,16 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"testing"
-	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
-	"github.com/machi-chat/machi/internal/config"
-	"github.com/machi-chat/machi/internal/server"
 	"github.com/machi-chat/machi/internal/testrig"
 )
 
@@ -68,53 +62,6 @@ type notificationsPage struct {
 	} `json:"notifications"`
 }
 
-// restartable runs machi on one data folder (and one PostgreSQL database)
-// that survives a restart.
-type restartable struct {
-	t   *testing.T
-	cfg config.Config
-	srv *server.Server
-}
-
-func newRestartable(t *testing.T, engine string) *restartable {
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen.Client = "127.0.0.1:0"
-	cfg.Listen.Metrics = ""
-	cfg.Registration.Enabled = true
-	cfg.Registration.BcryptCost = 4
-	cfg.RateLimits.Enabled = false
-	if engine == "postgres" {
-		cfg.Database.Engine = "postgres"
-		cfg.Database.PostgresDSN = testrig.PostgresDSN(t)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	r := &restartable{t: t, cfg: cfg}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *restartable) start() {
-	srv, err := server.Start(context.Background(), &r.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		r.t.Fatalf("start machi: %v", err)
-	}
-	r.srv = srv
-}
-
-func (r *restartable) stop() {
-	if r.srv == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r.srv.Close(ctx)
-	r.srv = nil
-}
-
 // follow points a client at the restarted server (its token is stored).
 func (r *restartable) follow(c *mautrix.Client) {
 	u, _ := url.Parse(baseURL(r.srv))
@@ -128,7 +75,7 @@ func (r *restartable) follow(c *mautrix.Client) {
 // counts are right after a restart.
 func TestNotificationCounts(t *testing.T) {
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
-		rs := newRestartable(t, engine)
+		rs := startRestartable(t, engine)
 		alice, bob, carol := register(t, rs.srv, "alice"), register(t, rs.srv, "bob"), register(t, rs.srv, "carol")
 		ctx := ctxT(t)
 		if err := bob.SetDisplayName(ctx, "Bobby Tables"); err != nil {
