@@ -131,11 +131,55 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 		s.stream.Complete(ev.Pos)
 		return nil, nil, err
 	}
+	if pdu.Type() == spec.MRoomRedaction {
+		if target := s.remoteRedactionTarget(ctx, r, ev); target != nil {
+			redacted, err := s.redact(r, target, ev)
+			if err != nil {
+				return nil, nil, err
+			}
+			c.Redacts, c.RedactedJSON = target.ID(), redacted.PDU.JSON()
+		}
+	}
 	if req.Forward {
 		c.Outbox = s.outboxFor(ev, serversBefore, r.servers, string(req.Origin))
 	}
 	r.inflight.Add(1)
 	return &pending{commits: []storage.EventCommit{c}, evs: []*Event{ev}, room: r, joined: r.joined, snap: r.snap}, nil, nil
+}
+
+// remoteRedactionTarget is the event another server's redaction strips, if
+// it may: the redaction is kept either way (the auth rules allowed it),
+// but applied only where its sender has the power to redact, or is of the
+// target's server.
+func (s *Service) remoteRedactionTarget(ctx context.Context, r *room, red *Event) *Event {
+	var c struct {
+		Redacts string `json:"redacts"`
+	}
+	id := red.PDU.Redacts()
+	if id == "" && json.Unmarshal(red.PDU.Content(), &c) == nil {
+		id = c.Redacts // room v11+
+	}
+	if id == "" {
+		return nil
+	}
+	target, err := s.redactionTarget(ctx, r, &Request{Redacts: id, Sender: red.Sender()})
+	var forbidden *Forbidden
+	if errors.As(err, &forbidden) {
+		rows, _ := s.store.GetEvents(ctx, []string{id})
+		if len(rows) == 1 && rows[0].RoomID == r.id && rows[0].RedactedBy == "" && sameServer(rows[0].Sender, red.Sender()) {
+			target, err = s.fromRow(r.version, rows[0], nil)
+		}
+	}
+	if err != nil {
+		return nil
+	}
+	return target
+}
+
+func sameServer(a, b string) bool {
+	ua, err1 := spec.NewUserID(a, true)
+	ub, err2 := spec.NewUserID(b, true)
+	return err1 == nil && err2 == nil && ua.Domain() == ub.Domain()
 }
 
 func actorOr(a policy.Actor) policy.Actor {

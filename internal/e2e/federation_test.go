@@ -532,6 +532,26 @@ func TestFederatedCommitteeRoom(t *testing.T) {
 			return false
 		})
 
+		// Redactions cross too: bob's of his own message, alice's (she has
+		// the power) of another of his.
+		own, err := bob.SendText(ctxT(t), room.RoomID, "誤送信")
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := bob.SendText(ctxT(t), room.RoomID, "不適切な投稿")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitHistory(t, alice, room.RoomID, func(bodies []string) bool { return slices.Contains(bodies, "不適切な投稿") })
+		if _, err := bob.RedactEvent(ctxT(t), room.RoomID, own.EventID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.RedactEvent(ctxT(t), room.RoomID, other.EventID); err != nil {
+			t.Fatal(err)
+		}
+		waitHistory(t, alice, room.RoomID, func(bodies []string) bool { return !slices.Contains(bodies, "誤送信") })
+		waitHistory(t, bob, room.RoomID, func(bodies []string) bool { return !slices.Contains(bodies, "不適切な投稿") })
+
 		// city-b is down while city-a talks; back, it gets it all in order.
 		cities[b].stop()
 		for i := range 3 {
