@@ -128,7 +128,23 @@ func (s *Server) handleTyping(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.typing.Set(v["roomId"], dev.UserID, *req.Typing, timeout, members)
+	if s.remote != nil {
+		if err := s.remote.SendTyping(r.Context(), v["roomId"], dev.UserID, *req.Typing, timeout); err != nil {
+			s.log.Warn("typing for other servers", "room", v["roomId"], "err", err)
+		}
+	}
 	writeJSON(w, 200, map[string]any{})
+}
+
+// ApplyTyping is another server's user typing in a room (federation's
+// m.typing): shown to the room's local members like a local user's.
+func (s *Server) ApplyTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error {
+	members, err := s.joinedLocal(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	s.typing.Set(roomID, userID, typing, timeout, members)
+	return nil
 }
 
 // joinedLocal checks that userID is joined to the room and returns the
@@ -224,22 +240,51 @@ func (s *Server) markRead(ctx context.Context, userID, roomID, typ, eventID, thr
 		content, _ := json.Marshal(map[string]string{"event_id": eventID})
 		return s.putAccountData(ctx, userID, roomID, "m.fully_read", content)
 	}
-	pos := s.rooms.Stream().Allocate()
-	rec := storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: time.Now().UnixMilli(), Pos: pos}
-	err = s.store.PutReceipt(ctx, rec)
-	if err == nil { // before Complete makes pos visible
-		s.receipts.put(rec)
-		s.unread.read(userID, roomID, threadID, ev.Pos)
-	}
-	s.rooms.Stream().Complete(pos)
-	if err != nil {
-		return err
-	}
+	ts := time.Now().UnixMilli()
 	if typ == "m.read.private" {
 		members = []string{userID}
 	}
-	s.rooms.Notifier().Wake(members...)
+	if err := s.storeReceipt(ctx, storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: ts}, ev, members); err != nil {
+		return err
+	}
+	if typ == "m.read" && s.remote != nil {
+		if err := s.remote.SendReceipt(ctx, roomID, userID, eventID, threadID, ts); err != nil {
+			s.log.Warn("receipt for other servers", "room", roomID, "err", err)
+		}
+	}
 	return nil
+}
+
+// storeReceipt stores a receipt at a new stream position and wakes wake.
+func (s *Server) storeReceipt(ctx context.Context, rec storage.Receipt, ev *rooms.Event, wake []string) error {
+	rec.Pos = s.rooms.Stream().Allocate()
+	err := s.store.PutReceipt(ctx, rec)
+	if err == nil { // before Complete makes pos visible
+		s.receipts.put(rec)
+		if s.rooms.IsLocal(rec.UserID) {
+			s.unread.read(rec.UserID, rec.RoomID, rec.ThreadID, ev.Pos)
+		}
+	}
+	s.rooms.Stream().Complete(rec.Pos)
+	if err != nil {
+		return err
+	}
+	s.rooms.Notifier().Wake(wake...)
+	return nil
+}
+
+// ApplyReceipt is another server's user's public read receipt (federation's
+// m.receipt), for an event of a room both servers are in.
+func (s *Server) ApplyReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error {
+	members, err := s.joinedLocal(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	ev, err := s.rooms.Event(ctx, eventID)
+	if err != nil || ev.RoomID() != roomID {
+		return errNotFound("event %s not found in this room", eventID)
+	}
+	return s.storeReceipt(ctx, storage.Receipt{RoomID: roomID, UserID: userID, Type: "m.read", ThreadID: threadID, EventID: eventID, TS: ts}, ev, members)
 }
 
 // checkThreadReceipt checks a threaded receipt's thread_id: it must name

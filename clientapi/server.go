@@ -123,6 +123,9 @@ type Remote interface {
 	InviteServers(ctx context.Context, userID, roomID string) []string
 	// RejectInvite refuses userID's invite to a room on another server.
 	RejectInvite(ctx context.Context, userID, roomID string) error
+	// SendTyping and SendReceipt tell the room's other servers.
+	SendTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
+	SendReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
 }
 
 // Deps are the services the client API runs on.

@@ -123,6 +123,10 @@ type Local interface {
 	// DeliverToDevice hands to-device messages (user → device, "*" for
 	// all) to local devices.
 	DeliverToDevice(ctx context.Context, sender, eventType string, messages map[string]map[string]json.RawMessage) error
+	// ApplyTyping and ApplyReceipt show another server's user's typing
+	// and read receipt in a room both servers are in.
+	ApplyTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
+	ApplyReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
 }
 
 // Handler serves the federation listener's routes.

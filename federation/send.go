@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -26,9 +27,9 @@ type edu struct {
 // without being processed twice.
 //
 // PDUs enter their rooms through the write path, in the order given, each
-// answered with its outcome. EDUs: to-device messages are delivered to
-// local devices; typing, receipts, presence and device list updates are not
-// taken yet (see docs/federation.md).
+// answered with its outcome. EDUs: to-device messages go to local devices;
+// typing and public read receipts to rooms the sender's user is joined to;
+// presence and device list updates are not taken yet (docs/federation.md).
 func (h txnHandler) send(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
 	txnID := vars(r)["txnId"]
 	var txn struct {
@@ -80,7 +81,15 @@ func (h txnHandler) send(w http.ResponseWriter, r *http.Request, origin spec.Ser
 }
 
 func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) error {
-	if e.Type != "m.direct_to_device" {
+	switch e.Type {
+	case "m.typing":
+		h.typing(ctx, origin, e.Content)
+		return nil
+	case "m.receipt":
+		h.receipts(ctx, origin, e.Content)
+		return nil
+	case "m.direct_to_device":
+	default:
 		return nil
 	}
 	var c struct {
@@ -116,6 +125,58 @@ func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) erro
 	return nil
 }
 
+// ofOrigin reports whether userID is a user of origin: a server speaks
+// only for its own users.
+func ofOrigin(userID string, origin spec.ServerName) bool {
+	uid, err := spec.NewUserID(userID, true)
+	return err == nil && uid.Domain() == origin
+}
+
+// typing takes an m.typing EDU: shown where the user is joined.
+func (h txnHandler) typing(ctx context.Context, origin spec.ServerName, content json.RawMessage) {
+	var c struct {
+		RoomID  string `json:"room_id"`
+		UserID  string `json:"user_id"`
+		Typing  bool   `json:"typing"`
+		Timeout int64  `json:"timeout"`
+	}
+	if json.Unmarshal(content, &c) != nil || !ofOrigin(c.UserID, origin) {
+		return
+	}
+	timeout := 30 * time.Second
+	if c.Timeout > 0 {
+		timeout = min(time.Duration(c.Timeout)*time.Millisecond, 2*time.Minute)
+	}
+	if err := h.local.ApplyTyping(ctx, c.RoomID, c.UserID, c.Typing, timeout); err != nil {
+		h.f.log.Debug("federation: typing not taken", "origin", origin, "room", c.RoomID, "err", err)
+	}
+}
+
+// receipts takes an m.receipt EDU: public read receipts of the origin's
+// users, for events of rooms they are joined to.
+func (h txnHandler) receipts(ctx context.Context, origin spec.ServerName, content json.RawMessage) {
+	var byRoom map[string]map[string]map[string]struct {
+		EventIDs []string `json:"event_ids"`
+		Data     struct {
+			TS       int64  `json:"ts"`
+			ThreadID string `json:"thread_id"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(content, &byRoom) != nil {
+		return
+	}
+	for roomID, types := range byRoom {
+		for userID, r := range types["m.read"] {
+			if !ofOrigin(userID, origin) || len(r.EventIDs) == 0 {
+				continue
+			}
+			if err := h.local.ApplyReceipt(ctx, roomID, userID, r.EventIDs[len(r.EventIDs)-1], r.Data.ThreadID, r.Data.TS); err != nil {
+				h.f.log.Debug("federation: receipt not taken", "origin", origin, "room", roomID, "err", err)
+			}
+		}
+	}
+}
+
 // SendToDevice queues to-device messages for other servers' users (server
 // → user → device → content); durable on return. Servers off the
 // allow-list get nothing.
@@ -134,6 +195,46 @@ func (f *Federation) SendToDevice(ctx context.Context, sender, eventType, messag
 			return err
 		}
 		items = append(items, storage.OutboundItem{Destination: server, Kind: "edu", Payload: payload})
+	}
+	return f.sender.enqueue(ctx, items)
+}
+
+// SendTyping tells the room's other servers that userID is typing (m.typing).
+func (f *Federation) SendTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error {
+	return f.sendRoomEDU(ctx, roomID, "m.typing", map[string]any{"room_id": roomID, "user_id": userID, "typing": typing,
+		"timeout": timeout.Milliseconds()})
+}
+
+// SendReceipt tells the room's other servers of userID's public read
+// receipt (m.receipt).
+func (f *Federation) SendReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error {
+	data := map[string]any{"ts": ts}
+	if threadID != "" {
+		data["thread_id"] = threadID
+	}
+	return f.sendRoomEDU(ctx, roomID, "m.receipt", map[string]any{roomID: map[string]any{"m.read": map[string]any{
+		userID: map[string]any{"event_ids": []string{eventID}, "data": data}}}})
+}
+
+// sendRoomEDU queues an EDU for every other server in the room.
+func (f *Federation) sendRoomEDU(ctx context.Context, roomID, typ string, content any) error {
+	servers := f.rooms.Servers(ctx, roomID)
+	if len(servers) == 0 {
+		return nil
+	}
+	c, err := json.Marshal(content)
+	if err != nil {
+		return err
+	}
+	payload, err := json.Marshal(edu{Type: typ, Content: c})
+	if err != nil {
+		return err
+	}
+	items := make([]storage.OutboundItem, 0, len(servers))
+	for _, server := range servers {
+		if f.allowed(ctx, server) == nil {
+			items = append(items, storage.OutboundItem{Destination: server, Kind: "edu", Payload: payload})
+		}
 	}
 	return f.sender.enqueue(ctx, items)
 }

@@ -219,3 +219,14 @@ func (s *Service) remoteMembership(ctx context.Context, roomID, userID, membersh
 	s.notifier.Wake(userID)
 	return nil
 }
+
+// Servers are the other servers with members joined to the room.
+func (s *Service) Servers(ctx context.Context, roomID string) []string {
+	r, err := s.room(ctx, roomID)
+	if err != nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.servers
+}

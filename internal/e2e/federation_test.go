@@ -492,6 +492,43 @@ func TestFederatedCommitteeRoom(t *testing.T) {
 		}
 		sinceA = waitFor(t, alice, sinceA, func(r *mautrix.RespSync) bool { return roomTimelineHas(r, room.RoomID, "了解しました") })
 
+		// Typing and read receipts cross.
+		if _, err := alice.UserTyping(ctxT(t), room.RoomID, true, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		sinceB = waitFor(t, bob, sinceB, func(r *mautrix.RespSync) bool {
+			if r.Rooms.Join[room.RoomID] == nil {
+				return false
+			}
+			for _, ev := range r.Rooms.Join[room.RoomID].Ephemeral.Events {
+				if ev.Type != event.EphemeralEventTyping {
+					continue
+				}
+				ids, _ := ev.Content.Raw["user_ids"].([]any)
+				if slices.Contains(ids, any(string(alice.UserID))) {
+					return true
+				}
+			}
+			return false
+		})
+		reply := waitHistoryEvent(t, bob, room.RoomID, "第1回会議は月曜です")
+		if err := bob.SendReceipt(ctxT(t), room.RoomID, reply, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		sinceA = waitFor(t, alice, sinceA, func(r *mautrix.RespSync) bool {
+			if r.Rooms.Join[room.RoomID] == nil {
+				return false
+			}
+			for _, ev := range r.Rooms.Join[room.RoomID].Ephemeral.Events {
+				if ev.Type == event.EphemeralEventReceipt {
+					if _, ok := ev.Content.Raw[string(reply)]; ok {
+						return true
+					}
+				}
+			}
+			return false
+		})
+
 		// Both at once: the history forks and merges; both cities end
 		// with every message.
 		done := make(chan error, 2)
@@ -524,6 +561,9 @@ func TestFederatedCommitteeRoom(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, bob, sinceB, func(r *mautrix.RespSync) bool {
+			if r.Rooms.Join[room.RoomID] == nil {
+				return false
+			}
 			for _, ev := range r.Rooms.Join[room.RoomID].Timeline.Events {
 				if ev.Type == event.StateTopic {
 					return true
@@ -572,7 +612,26 @@ func TestFederatedCommitteeRoom(t *testing.T) {
 	})
 }
 
+// waitHistoryEvent finds the ID of the message with body in the history.
+func waitHistoryEvent(t *testing.T, c *mautrix.Client, roomID id.RoomID, body string) id.EventID {
+	t.Helper()
+	resp, err := c.Messages(ctxT(t), roomID, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range resp.Chunk {
+		if b, _ := ev.Content.Raw["body"].(string); b == body {
+			return ev.ID
+		}
+	}
+	t.Fatalf("%s has no message %q", c.UserID, body)
+	return ""
+}
+
 func memberIn(r *mautrix.RespSync, roomID id.RoomID, user id.UserID, membership string) bool {
+	if r.Rooms.Join[roomID] == nil {
+		return false
+	}
 	for _, ev := range r.Rooms.Join[roomID].Timeline.Events {
 		if ev.Type == event.StateMember && ev.GetStateKey() == string(user) {
 			if m, _ := ev.Content.Raw["membership"].(string); m == membership {
