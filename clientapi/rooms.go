@@ -70,10 +70,18 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errBadJSON("unknown preset %q", req.Preset))
 		return
 	}
+	var remoteInvites []string
 	for _, u := range req.Invite {
 		if _, err := spec.NewUserID(u, true); err != nil {
 			writeError(w, errInvalidParam("invalid user ID %q in invite", u))
 			return
+		}
+		if !s.rooms.IsLocal(u) {
+			if s.remote == nil {
+				writeError(w, errForbidden("%s is on another server, and this server does not federate", u))
+				return
+			}
+			remoteInvites = append(remoteInvites, u)
 		}
 	}
 	alias := ""
@@ -105,6 +113,14 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 	if alias != "" {
 		if err := s.store.PutAlias(r.Context(), alias, roomID, dev.UserID); err != nil {
 			s.log.Warn("room alias taken after room creation", "alias", alias, "err", err)
+		}
+	}
+	for _, u := range remoteInvites {
+		// The room exists: a failed invite is logged, not answered, or the
+		// client would retry and create a second room.
+		content, _ := json.Marshal(map[string]any{"membership": spec.Invite, "is_direct": req.IsDirect})
+		if err := s.remote.Invite(r.Context(), dev.actor(), roomID, dev.UserID, u, content); err != nil {
+			s.log.Warn("invite to the new room", "room", roomID, "user", u, "err", err)
 		}
 	}
 	if req.Visibility == "public" {

@@ -34,10 +34,13 @@ type CreateRequest struct {
 	InitialState    []StateEvent
 	Name, Topic     *string
 	Alias           string // full alias for m.room.canonical_alias, already reserved
-	Invite          []string
-	IsDirect        bool
-	PowerOverride   json.RawMessage
-	Actor           policy.Actor
+	// Invite are the users to invite (and, for trusted_private_chat, to
+	// give power); only local ones are invited here: the caller invites
+	// other servers' users once the room exists.
+	Invite        []string
+	IsDirect      bool
+	PowerOverride json.RawMessage
+	Actor         policy.Actor
 }
 
 // CreateRoom creates a room: every initial event is built, authorised and
@@ -232,6 +235,9 @@ func (s *Service) initialEvents(req *CreateRequest, version gomatrixserverlib.IR
 		out = append(out, StateEvent{Type: spec.MRoomTopic, Content: mustJSON(map[string]any{"topic": *req.Topic})})
 	}
 	for _, u := range req.Invite {
+		if !s.IsLocal(u) {
+			continue // another server's user: invited through federation once the room exists
+		}
 		c := map[string]any{"membership": "invite"}
 		if req.IsDirect {
 			c["is_direct"] = true

@@ -55,8 +55,8 @@ export async function step(label, fn, ms = STEP_MS) {
 }
 
 /** Registers localpart through the m.login.dummy UIA stage. */
-export async function register(localpart, password) {
-    const client = sdk.createClient({ baseUrl });
+export async function register(localpart, password, url = baseUrl) {
+    const client = sdk.createClient({ baseUrl: url });
     const req = { username: localpart, password, initial_device_display_name: "machi e2e js" };
     let session;
     try {
@@ -123,10 +123,10 @@ export function waitForMessage(client, roomId, sender, body) {
  * query made before that caches a user without the device, and without a
  * shared room nothing tells the querier otherwise.
  */
-export function waitForPublishedKeys(login, label) {
+export function waitForPublishedKeys(login, label, url = baseUrl) {
     return step(`${label}: device keys published`, async () => {
         for (let i = 0; i < 100; i++) {
-            const res = await fetch(`${baseUrl}/_matrix/client/v3/keys/query`, {
+            const res = await fetch(`${url}/_matrix/client/v3/keys/query`, {
                 method: "POST",
                 headers: { Authorization: `Bearer ${login.access_token}`, "Content-Type": "application/json" },
                 body: JSON.stringify({ device_keys: { [login.user_id]: [login.device_id] } }),
