@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"golang.org/x/crypto/ed25519"
 	"maunium.net/go/mautrix"
@@ -837,4 +838,153 @@ func waitState(t *testing.T, c *mautrix.Client, roomID id.RoomID, typ event.Type
 		}
 	}
 	t.Fatalf("%s: %s never got there: %v", c.UserID, typ.Type, content)
+}
+
+// TestFederationBadInput: another server's garbage, unsigned, forged,
+// tampered, unauthorised and oversized input is refused with clear errors
+// (never a 500) and never changes the room.
+func TestFederationBadInput(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "正式名称"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID), bob.AccessToken, map[string]any{}, nil); code != 200 {
+			t.Fatalf("join: %d %+v", code, me)
+		}
+		keyID, key, err := server.LoadKey(cities[b].cfg.Path(cities[b].cfg.SigningKeyPath))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, forged, _ := ed25519.GenerateKey(nil)
+		version, _ := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion("10"))
+		snap, err := cities[a].srv.Rooms.CurrentState(ctxT(t), string(room.RoomID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		latest, _ := cities[a].srv.Rooms.Latest(ctxT(t), string(room.RoomID))
+		authFor := func(sender string) []string {
+			ids := []string{snap.Get("m.room.create", "").ID(), snap.Get("m.room.power_levels", "").ID()}
+			if m := snap.Get("m.room.member", sender); m != nil {
+				ids = append(ids, m.ID())
+			}
+			return ids
+		}
+		build := func(sender, typ string, stateKey *string, content any, signKey ed25519.PrivateKey) gomatrixserverlib.PDU {
+			c, _ := json.Marshal(content)
+			proto := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: string(room.RoomID), Type: typ, StateKey: stateKey,
+				PrevEvents: latest, AuthEvents: authFor(sender), Depth: 100, Content: c}
+			pdu, err := version.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), b, keyID, signKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pdu
+		}
+		sendTxn := func(txnID string, body []byte, sign bool) (int, map[string]any) {
+			t.Helper()
+			var req *http.Request
+			if sign {
+				fr := fclient.NewFederationRequest("PUT", b, a, "/_matrix/federation/v1/send/"+txnID)
+				if err := fr.SetContent(json.RawMessage(body)); err != nil {
+					t.Fatal(err)
+				}
+				if err := fr.Sign(b, keyID, key); err != nil {
+					t.Fatal(err)
+				}
+				req, _ = fr.HTTPRequest()
+				req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+			} else {
+				req, _ = http.NewRequest("PUT", "https://"+cities[a].addr+"/_matrix/federation/v1/send/"+txnID, strings.NewReader(string(body)))
+				req.Header.Set("Authorization", `X-Matrix origin="city-b.test",destination="city-a.test",key="`+string(keyID)+`",sig="AAAA"`)
+			}
+			resp, err := insecureFed(a).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var out map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&out)
+			return resp.StatusCode, out
+		}
+		txn := func(pdus ...json.RawMessage) []byte {
+			b, _ := json.Marshal(map[string]any{"origin": b, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus})
+			return b
+		}
+
+		// Malformed transactions.
+		for _, tc := range []struct {
+			name    string
+			body    []byte
+			sign    bool
+			status  int
+			errcode string
+		}{
+			{"garbage", []byte("{not json"), false, 400, "M_NOT_JSON"},
+			{"forged request signature", txn(), false, 401, "M_UNAUTHORIZED"},
+			{"origin not the signer", []byte(`{"origin":"city-z.test","pdus":[]}`), true, 400, "M_BAD_JSON"},
+			{"no pdus", []byte(`{"origin":"city-b.test"}`), true, 400, "M_MISSING_PARAM"},
+			{"51 PDUs", txn(slices.Repeat([]json.RawMessage{json.RawMessage(`{}`)}, 51)...), true, 400, "M_TOO_LARGE"},
+			{"pdus not a list", []byte(`{"origin":"city-b.test","pdus":{}}`), true, 400, "M_BAD_JSON"},
+		} {
+			if code, out := sendTxn("bad-"+strings.ReplaceAll(tc.name, " ", "-"), tc.body, tc.sign); code != tc.status || out["errcode"] != tc.errcode {
+				t.Errorf("%s: %d %v, want %d %s", tc.name, code, out, tc.status, tc.errcode)
+			}
+		}
+
+		// Events that must not get in: each answered with an error for it.
+		name := "m.room.name"
+		empty := ""
+		good := build(string(bob.UserID), "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "正しい"}, key)
+		unsigned := build(string(bob.UserID), "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "署名なし"}, key)
+		var raw map[string]any
+		_ = json.Unmarshal(unsigned.JSON(), &raw)
+		delete(raw, "signatures")
+		unsignedJSON, _ := json.Marshal(raw)
+		forgedEv := build(string(bob.UserID), "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "偽造"}, forged)
+		tampered := build(string(bob.UserID), "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "改ざん前"}, key)
+		tamperedJSON := []byte(strings.Replace(string(tampered.JSON()), "改ざん前", "改ざん後", 1))
+		stranger := build("@mallory:city-b.test", "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "部外者"}, key)
+		rename := build(string(bob.UserID), name, &empty, map[string]string{"name": "乗っ取り"}, key)
+		code, out := sendTxn("events-1", txn(json.RawMessage(unsignedJSON), forgedEv.JSON(), json.RawMessage(tamperedJSON), stranger.JSON(), rename.JSON(), good.JSON()), true)
+		if code != 200 {
+			t.Fatalf("send: %d %v", code, out)
+		}
+		results, _ := out["pdus"].(map[string]any)
+		for _, ev := range []gomatrixserverlib.PDU{unsigned, forgedEv, stranger, rename} {
+			r, _ := results[ev.EventID()].(map[string]any)
+			if e, _ := r["error"].(string); e == "" {
+				t.Errorf("%s accepted: %v", ev.EventID(), results[ev.EventID()])
+			}
+		}
+		if r, _ := results[good.EventID()].(map[string]any); r["error"] != nil {
+			t.Errorf("the sound event was refused: %v", r)
+		}
+		// Only the sound event is in the room (a tampered one is kept
+		// redacted, as the spec says, so its words never show).
+		waitHistory(t, alice, room.RoomID, func(bodies []string) bool { return slices.Contains(bodies, "正しい") })
+		resp, err := alice.Messages(ctxT(t), room.RoomID, "", "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range resp.Chunk {
+			if b, _ := ev.Content.Raw["body"].(string); b != "" && b != "正しい" {
+				t.Errorf("%q got into the room", b)
+			}
+		}
+		var nameState struct {
+			Name string `json:"name"`
+		}
+		if code, _ := do(t, http.DefaultClient, "GET", baseURL(cities[a].srv)+"/_matrix/client/v3/rooms/"+string(room.RoomID)+"/state/m.room.name/",
+			alice.AccessToken, nil, &nameState); code != 200 || nameState.Name != "正式名称" {
+			t.Fatalf("room name: %d %q", code, nameState.Name)
+		}
+		// The same transaction again is not processed twice.
+		if code, out := sendTxn("events-1", txn(good.JSON()), true); code != 200 {
+			t.Fatalf("retried transaction: %d %v", code, out)
+		}
+	})
 }
