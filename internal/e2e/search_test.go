@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -558,26 +557,8 @@ func TestSearchRestartCatchUp(t *testing.T) {
 // the way Element does) against a server of its own, so that its sends
 // and indexing do not slow the timing-sensitive tests of js_test.go.
 func TestSearchMatrixJSSDK(t *testing.T) {
-	dir, _ := filepath.Abs("js")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "matrix-js-sdk")); err != nil {
-		if os.Getenv("MACHI_REQUIRE_JS") != "" {
-			t.Fatalf("matrix-js-sdk is not installed in %s (run npm ci there): %v", dir, err)
-		}
-		t.Skip("matrix-js-sdk not installed (make test installs it)")
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node not found: %v", err)
-	}
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
 		srv := startServer(t, engine)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, node, "--test", "search.test.mjs")
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "MACHI_URL="+specProxy(t, baseURL(srv)))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("matrix-js-sdk search test failed: %v\n%s", err, out)
-		}
+		runJS(t, 2*time.Minute, []string{"MACHI_URL=" + specProxy(t, baseURL(srv))}, "search.test.mjs")
 	})
 }
