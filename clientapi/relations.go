@@ -118,13 +118,7 @@ func (s *Server) handleRelations(w http.ResponseWriter, r *http.Request) {
 	if more {
 		evs = evs[:limit]
 	}
-	shown := make([]*rooms.Event, 0, len(evs))
-	for _, ev := range evs {
-		if vis.allows(ev) {
-			shown = append(shown, ev)
-		}
-	}
-	chunk, err := s.bundled(r.Context(), dev, roomID, shown, upTo)
+	chunk, err := s.bundled(r.Context(), dev, roomID, vis.only(evs), upTo)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -197,13 +191,7 @@ func (s *Server) handleThreads(w http.ResponseWriter, r *http.Request) {
 		roots, latest = roots[:limit], latest[:limit]
 	}
 	vis := s.visibility(r.Context(), dev.UserID, roomID)
-	shown := make([]*rooms.Event, 0, len(roots))
-	for _, ev := range roots {
-		if vis.allows(ev) {
-			shown = append(shown, ev)
-		}
-	}
-	chunk, err := s.bundled(r.Context(), dev, roomID, shown, upTo)
+	chunk, err := s.bundled(r.Context(), dev, roomID, vis.only(roots), upTo)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -30,6 +30,17 @@ func (s *Server) visibility(ctx context.Context, userID, roomID string) *visibil
 	return &visibility{s: s, ctx: ctx, userID: userID, roomID: roomID, byGroup: map[int64]bool{}}
 }
 
+// only keeps the events of evs the user may see.
+func (v *visibility) only(evs []*rooms.Event) []*rooms.Event {
+	out := make([]*rooms.Event, 0, len(evs))
+	for _, ev := range evs {
+		if v.allows(ev) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
 // allows reports whether the user may see ev.
 func (v *visibility) allows(ev *rooms.Event) bool {
 	if ev.Type() == spec.MRoomMember {
