@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,8 +67,9 @@ func parsePosToken(s string) (int64, error) {
 		t, err := parseSyncToken(s)
 		return t.pos, err
 	}
+	// Positions below 0 are history backfilled from other servers.
 	p, err := strconv.ParseInt(strings.TrimPrefix(s, "t"), 10, 64)
-	if err != nil || !strings.HasPrefix(s, "t") || p < 0 {
+	if err != nil || !strings.HasPrefix(s, "t") {
 		return 0, errInvalidParam("invalid pagination token %q", s)
 	}
 	return p, nil
@@ -94,7 +96,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	from := upTo
 	if !backwards {
-		from = 0
+		from = math.MinInt64 // the room's start, backfilled history included
 	}
 	if t := q.Get("from"); t != "" {
 		if from, err = parsePosToken(t); err != nil {
@@ -102,7 +104,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	to := int64(0)
+	to := int64(math.MinInt64)
 	if !backwards {
 		to = upTo
 	}
@@ -136,35 +138,61 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	vis := s.visibility(r.Context(), dev.UserID, roomID)
 	cursor := from
 	more := true
+	var oldest *rooms.Event // the oldest event read, for backfill
 	// Filtered events don't count towards the limit; read pages until the
 	// limit is met, bounded.
-	for page := 0; page < 20 && len(chunk) < limit && more; page++ {
-		evs, err := s.rooms.Paginate(r.Context(), roomID, cursor, to, backwards, limit)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		pass, err := s.passing(r.Context(), filter, vis, roomID, evs, upTo)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		consumed := 0
-		for _, ev := range evs {
-			consumed++
-			if backwards {
-				cursor = ev.Pos - 1
-			} else {
-				cursor = ev.Pos
+	read := func() error {
+		for page := 0; page < 20 && len(chunk) < limit && more; page++ {
+			evs, err := s.rooms.Paginate(r.Context(), roomID, cursor, to, backwards, limit)
+			if err != nil {
+				return err
 			}
-			if pass[ev] {
-				chunk = append(chunk, ev)
-				if len(chunk) == limit {
-					break
+			pass, err := s.passing(r.Context(), filter, vis, roomID, evs, upTo)
+			if err != nil {
+				return err
+			}
+			consumed := 0
+			for _, ev := range evs {
+				consumed++
+				if backwards {
+					cursor, oldest = ev.Pos-1, ev
+				} else {
+					cursor = ev.Pos
+				}
+				if pass[ev] {
+					chunk = append(chunk, ev)
+					if len(chunk) == limit {
+						break
+					}
+				}
+			}
+			more = consumed < len(evs) || (len(evs) == limit && limit > 0)
+		}
+		return nil
+	}
+	if err := read(); err != nil {
+		writeError(w, err)
+		return
+	}
+	// Paging back past the start of what this server has of a room shared
+	// with other servers: fetch the history before it, then read on.
+	if backwards && !more && len(chunk) < limit && s.remote != nil && q.Get("to") == "" {
+		if oldest == nil {
+			oldest, _ = s.rooms.OldestEvent(r.Context(), roomID)
+		}
+		if oldest != nil && oldest.Type() != spec.MRoomCreate {
+			n, err := s.remote.Backfill(r.Context(), roomID, oldest.PDU.PrevEventIDs(), max(limit-len(chunk), 10))
+			if err != nil {
+				s.log.Info("backfill", "room", roomID, "err", err)
+			}
+			if n > 0 {
+				cursor, more = oldest.Pos-1, true
+				if err := read(); err != nil {
+					writeError(w, err)
+					return
 				}
 			}
 		}
-		more = consumed < len(evs) || (len(evs) == limit && limit > 0)
 	}
 	out, err := s.bundled(r.Context(), dev, roomID, chunk, upTo)
 	if err != nil {

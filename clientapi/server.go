@@ -126,6 +126,9 @@ type Remote interface {
 	// SendTyping and SendReceipt tell the room's other servers.
 	SendTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
 	SendReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
+	// Backfill fetches up to limit events of history before the events
+	// named from a server in the room; it returns how many were stored.
+	Backfill(ctx context.Context, roomID string, before []string, limit int) (int, error)
 }
 
 // Deps are the services the client API runs on.

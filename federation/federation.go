@@ -147,6 +147,7 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.Handle("/_matrix/federation/v2/send_join/{roomId}/{eventId}", f.authed(f.handleSendJoin)).Methods(http.MethodPut)
 	r.Handle("/_matrix/federation/v1/get_missing_events/{roomId}", f.authed(f.handleMissingEvents)).Methods(http.MethodPost)
 	r.Handle("/_matrix/federation/v1/event/{eventId}", f.authed(f.handleEvent)).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v1/backfill/{roomId}", f.authed(f.handleBackfill)).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v2/invite/{roomId}/{eventId}", f.authed(f.handleInvite)).Methods(http.MethodPut)
 	r.Handle("/_matrix/federation/v1/make_leave/{roomId}/{userId}", f.authed(f.handleMakeLeave)).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v2/send_leave/{roomId}/{eventId}", f.authed(f.handleSendLeave)).Methods(http.MethodPut)

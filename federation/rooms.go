@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -331,4 +333,88 @@ func (j joinClient) MakeJoin(ctx context.Context, origin, s spec.ServerName, roo
 func (j joinClient) SendJoin(ctx context.Context, origin, s spec.ServerName, event gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
 	res, err := j.c.SendJoin(ctx, origin, s, event)
 	return &res, err
+}
+
+// handleBackfill serves GET /_matrix/federation/v1/backfill/{roomId}?v=&limit=:
+// the events v name and those before them, newest first, for a server in
+// the room.
+func (f *Federation) handleBackfill(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+	roomID := vars(r)["roomId"]
+	q := r.URL.Query()
+	from := q["v"]
+	limit, err := strconv.Atoi(q.Get("limit"))
+	switch {
+	case len(from) == 0:
+		writeError(w, errMissingParam("v is required"))
+		return
+	case err != nil || limit < 1:
+		writeError(w, errInvalidParam("limit must be a positive number"))
+		return
+	}
+	if !f.rooms.ServerInRoom(r.Context(), roomID, string(origin)) {
+		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s is not in this room", origin))
+		return
+	}
+	limit = min(limit, 100)
+	seen := map[string]bool{}
+	var out []gomatrixserverlib.PDU
+	frontier := from
+	for len(frontier) > 0 && len(out) < limit {
+		var next []string
+		for _, id := range frontier {
+			if seen[id] || len(out) == limit {
+				continue
+			}
+			seen[id] = true
+			ev, err := f.rooms.Event(r.Context(), id)
+			if err != nil || ev.RoomID() != roomID {
+				continue
+			}
+			out = append(out, ev.PDU)
+			next = append(next, ev.PDU.PrevEventIDs()...)
+		}
+		frontier = next
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"origin": f.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(f.now()), "pdus": pduJSONs(out)})
+}
+
+// Backfill fetches up to limit events of the room's history before the
+// events named, from a server in the room, and stores those whose
+// signatures verify. It returns how many were added.
+func (f *Federation) Backfill(ctx context.Context, roomID string, before []string, limit int) (int, error) {
+	version, err := f.rooms.Version(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	for _, id := range before {
+		q.Add("v", id)
+	}
+	var lastErr error
+	for _, server := range f.rooms.Servers(ctx, roomID) {
+		if f.allowed(ctx, server) != nil {
+			continue
+		}
+		var res struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		if err := f.signedRequest(ctx, http.MethodGet, server, "/_matrix/federation/v1/backfill/"+pathEscape(roomID)+"?"+q.Encode(), nil, &res); err != nil {
+			lastErr = err
+			continue
+		}
+		var pdus []gomatrixserverlib.PDU
+		for _, raw := range res.PDUs {
+			pdu, err := version.NewEventFromUntrustedJSON(raw)
+			if err != nil || pdu.RoomID().String() != roomID {
+				continue
+			}
+			if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, f.keyRing, userIDForSender); err != nil {
+				f.log.Info("federation: backfilled event refused", "event", pdu.EventID(), "err", err)
+				continue
+			}
+			pdus = append(pdus, pdu)
+		}
+		return f.rooms.StoreBackfill(ctx, roomID, pdus)
+	}
+	return 0, lastErr
 }

@@ -1,9 +1,11 @@
 package rooms
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -229,4 +231,65 @@ func (s *Service) Servers(ctx context.Context, roomID string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.servers
+}
+
+// StoreBackfill stores history of the room that another server sent
+// (package federation checked the signatures): each event not yet in the
+// timeline takes a position below every one the room has, newest first,
+// so /messages pages back into it. Their room state is taken as the state
+// at the room's oldest timeline event here (the history visibility that
+// applied when this server joined). It returns how many were added.
+func (s *Service) StoreBackfill(ctx context.Context, roomID string, pdus []gomatrixserverlib.PDU) (int, error) {
+	r, err := s.room(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	oldest, err := s.store.RoomEvents(ctx, roomID, math.MinInt64, math.MaxInt64, 1, false)
+	if err != nil || len(oldest) == 0 {
+		return 0, err
+	}
+	ids := make([]string, 0, len(pdus))
+	for _, p := range pdus {
+		ids = append(ids, p.EventID())
+	}
+	have, err := s.store.GetEvents(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	inTimeline := map[string]bool{}
+	for _, row := range have {
+		if !row.Outlier {
+			inTimeline[row.EventID] = true
+		}
+	}
+	pdus = slices.Clone(pdus)
+	slices.SortFunc(pdus, func(a, b gomatrixserverlib.PDU) int { return cmp.Compare(b.Depth(), a.Depth()) })
+	var rows []storage.Event
+	for _, p := range pdus {
+		if p.RoomID().String() != r.id || inTimeline[p.EventID()] {
+			continue
+		}
+		inTimeline[p.EventID()] = true
+		ev, err := newEvent(p, s.outlierSeq.Add(-1), oldest[0].StateGroup, nil)
+		if err != nil {
+			return 0, err
+		}
+		rows = append(rows, ev.row())
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	if err := s.store.PutBackfill(ctx, rows); err != nil {
+		return 0, fmt.Errorf("store backfilled events: %w", err)
+	}
+	return len(rows), nil
+}
+
+// OldestEvent is the room's oldest timeline event here.
+func (s *Service) OldestEvent(ctx context.Context, roomID string) (*Event, error) {
+	evs, err := s.Paginate(ctx, roomID, math.MinInt64, math.MaxInt64, false, 1)
+	if err != nil || len(evs) == 0 {
+		return nil, err
+	}
+	return evs[0], nil
 }

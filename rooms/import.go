@@ -41,7 +41,9 @@ func (s *Service) ImportJoin(ctx context.Context, version gomatrixserverlib.IRoo
 			if err != nil {
 				return nil, err
 			}
-			commits = append(commits, storage.EventCommit{Event: ev.row()})
+			row := ev.row()
+			row.Outlier = true
+			commits = append(commits, storage.EventCommit{Event: row})
 			if pdu.Type() == spec.MRoomCreate && pdu.StateKey() != nil && *pdu.StateKey() == "" {
 				creator = string(pdu.SenderID())
 			}

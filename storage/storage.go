@@ -137,6 +137,9 @@ type Event struct {
 	TxnID     string
 	// OriginTS is the event's origin_server_ts.
 	OriginTS int64
+	// Outlier events are in no timeline (stored below position 0 for the
+	// room state they carry).
+	Outlier bool
 }
 
 // StateEntry names the event that holds one piece of room state.
@@ -279,8 +282,8 @@ type Rooms interface {
 	GetStateGroup(ctx context.Context, id int64) (StateGroup, error)
 	// CurrentState is the room's current state.
 	CurrentState(ctx context.Context, roomID string) ([]StateEntry, error)
-	// RoomEvents returns up to limit events of the room with from < pos <= to,
-	// oldest first, or newest first when backwards.
+	// RoomEvents returns up to limit timeline events of the room with
+	// from < pos <= to, oldest first, or newest first when backwards.
 	RoomEvents(ctx context.Context, roomID string, from, to int64, limit int, backwards bool) ([]Event, error)
 	// EventsAtTS returns up to limit timeline events (not outliers) of the
 	// room by origin_server_ts: forwards, those at or after ts, earliest
@@ -290,6 +293,9 @@ type Rooms interface {
 	// the given types, in every room, with from < pos <= to, oldest first
 	// (the search index catches up with it).
 	EventsAfter(ctx context.Context, from, to int64, types []string, limit int) ([]Event, error)
+	// PutBackfill stores history fetched from another server: events
+	// already stored as outliers join the timeline at their new position.
+	PutBackfill(ctx context.Context, events []Event) error
 	// EventByTxn finds the event a device sent with a transaction ID.
 	EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error)
 	// UserMemberships lists every room the user has a membership in.

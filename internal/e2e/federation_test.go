@@ -988,3 +988,70 @@ func TestFederationBadInput(t *testing.T) {
 		}
 	})
 }
+
+// TestFederatedBackfill: a member of another city who joins late pages
+// back through the committee's history from before the join, in order.
+func TestFederatedBackfill(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "議事録"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for i := range 30 {
+			body := fmt.Sprintf("第%d回 議事録", i)
+			if _, err := alice.SendText(ctxT(t), room.RoomID, body); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, body)
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID), bob.AccessToken, map[string]any{}, nil); code != 200 {
+			t.Fatalf("join: %d %+v", code, me)
+		}
+		// Page back from now, ten at a time, to the room's creation.
+		var got []string
+		var types []string
+		from := ""
+		for page := 0; page < 20; page++ {
+			resp, err := bob.Messages(ctxT(t), room.RoomID, from, "", mautrix.DirectionBackward, nil, 10)
+			if err != nil {
+				t.Fatalf("messages: %v", err)
+			}
+			for _, ev := range resp.Chunk {
+				types = append(types, ev.Type.Type)
+				if b, _ := ev.Content.Raw["body"].(string); b != "" {
+					got = append(got, b)
+				}
+			}
+			if resp.End == "" {
+				break
+			}
+			from = resp.End
+		}
+		slices.Reverse(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("bob's history: %q\nwant %q", got, want)
+		}
+		if types[len(types)-1] != "m.room.create" {
+			t.Fatalf("history does not reach the room's creation: %v", types)
+		}
+		// Paging forward from the start gives the same order.
+		resp, err := bob.Messages(ctxT(t), room.RoomID, "", "", mautrix.DirectionForward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fwd []string
+		for _, ev := range resp.Chunk {
+			if b, _ := ev.Content.Raw["body"].(string); b != "" {
+				fwd = append(fwd, b)
+			}
+		}
+		if !slices.Equal(fwd, want) {
+			t.Fatalf("forward from the start: %q", fwd)
+		}
+	})
+}

@@ -548,7 +548,7 @@ func (w *relWorld) testErrors(t *testing.T) {
 		{"negative limit", rel + "?limit=-1", w.bob, 400, "M_INVALID_PARAM"},
 		{"bad limit", rel + "?limit=ten", w.bob, 400, "M_INVALID_PARAM"},
 		{"bad from", rel + "?from=garbage", w.bob, 400, "M_INVALID_PARAM"},
-		{"bad to", rel + "/m.thread?to=t-5", w.bob, 400, "M_INVALID_PARAM"},
+		{"bad to", rel + "/m.thread?to=tnope", w.bob, 400, "M_INVALID_PARAM"},
 		{"bad recurse", rel + "?recurse=maybe", w.bob, 400, "M_INVALID_PARAM"},
 		{"threads not in the room", threads, w.carol, 403, "M_FORBIDDEN"},
 		{"threads bad include", threads + "?include=mine", w.bob, 400, "M_INVALID_PARAM"},

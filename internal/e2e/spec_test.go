@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -440,6 +441,7 @@ func specProxy(t *testing.T, target string) string {
 	proxy := httputil.NewSingleHostReverseProxy(u)
 	proxy.Transport = &specTransport{next: &http.Transport{}, v: specCheck}
 	proxy.FlushInterval = -1
+	proxy.ErrorLog = log.New(io.Discard, "", 0) // a client hanging up a long-poll is not news
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

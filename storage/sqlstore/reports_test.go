@@ -64,7 +64,7 @@ func TestEventsAtTS(t *testing.T) {
 		}
 		// An outlier (known from another server's auth chain, in no
 		// timeline) at the same time is not found.
-		commits = append(commits, storage.EventCommit{Event: storage.Event{Pos: -5, EventID: "$outlier", RoomID: roomID, Type: "m.room.message",
+		commits = append(commits, storage.EventCommit{Event: storage.Event{Pos: -5, Outlier: true, EventID: "$outlier", RoomID: roomID, Type: "m.room.message",
 			Sender: "@zed:elsewhere", Depth: 1, StateGroup: 0, OriginTS: 2000, JSON: []byte(`{}`)}, Latest: []string{"$m3"}, Depth: 13, StateGroup: 2})
 		commits = append(commits, storage.EventCommit{Event: storage.Event{Pos: 20, EventID: "$other", RoomID: "!other:test", Type: "m.room.message",
 			Sender: "@alice:test", Depth: 1, StateGroup: 2, OriginTS: 2500, JSON: []byte(`{}`)}, Latest: []string{"$other"}, Depth: 1})

@@ -57,10 +57,8 @@ func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 			return fmt.Errorf("insert room: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id, origin_ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		ev.Pos, ev.EventID, ev.RoomID, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.StateGroup, string(ev.JSON), ev.RedactedBy, ev.TxnDevice, ev.TxnID, ev.OriginTS); err != nil {
-		return fmt.Errorf("insert event: %w", err)
+	if err := insertEvent(ctx, tx, ev); err != nil {
+		return err
 	}
 	for _, g := range c.ExtraGroups {
 		if err := insertGroup(ctx, tx, g); err != nil {
@@ -118,6 +116,36 @@ func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 	return nil
 }
 
+func insertEvent(ctx context.Context, tx *txn, ev *storage.Event) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id, origin_ts, outlier)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		ev.Pos, ev.EventID, ev.RoomID, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.StateGroup, string(ev.JSON), ev.RedactedBy, ev.TxnDevice, ev.TxnID, ev.OriginTS, boolInt(ev.Outlier)); err != nil {
+		return fmt.Errorf("insert event: %w", err)
+	}
+	return nil
+}
+
+// PutBackfill implements storage.Rooms.
+func (db *DB) PutBackfill(ctx context.Context, events []storage.Event) error {
+	return db.tx(ctx, func(tx *txn) error {
+		for i := range events {
+			ev := &events[i]
+			res, err := tx.ExecContext(ctx, `UPDATE events SET stream_pos = $2, state_group = $3, outlier = 0 WHERE event_id = $1 AND outlier = 1`,
+				ev.EventID, ev.Pos, ev.StateGroup)
+			if err != nil {
+				return fmt.Errorf("backfill %s: %w", ev.EventID, err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				continue
+			}
+			if err := insertEvent(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 func insertGroup(ctx context.Context, tx *txn, g *storage.StateGroup) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO state_groups (group_id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)`,
 		g.ID, g.RoomID, g.Prev, g.Depth); err != nil {
@@ -149,7 +177,7 @@ func (db *DB) GetRoom(ctx context.Context, roomID string) (storage.Room, error) 
 	return r, nil
 }
 
-const eventCols = `stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id, origin_ts`
+const eventCols = `stream_pos, event_id, room_id, type, state_key, sender, depth, state_group, event_json, redacted_by, txn_device, txn_id, origin_ts, outlier`
 
 func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
 	defer rows.Close()
@@ -158,9 +186,11 @@ func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
 		var e storage.Event
 		var sk sql.NullString
 		var js string
-		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.StateGroup, &js, &e.RedactedBy, &e.TxnDevice, &e.TxnID, &e.OriginTS); err != nil {
+		var outlier int
+		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.StateGroup, &js, &e.RedactedBy, &e.TxnDevice, &e.TxnID, &e.OriginTS, &outlier); err != nil {
 			return nil, mapErr(err)
 		}
+		e.Outlier = outlier != 0
 		if sk.Valid {
 			s := sk.String
 			e.StateKey = &s
@@ -254,7 +284,7 @@ func (db *DB) RoomEvents(ctx context.Context, roomID string, from, to int64, lim
 	if backwards {
 		order = "DESC"
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
+	rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE room_id = $1 AND outlier = 0 AND stream_pos > $2 AND stream_pos <= $3
 		ORDER BY stream_pos `+order+` LIMIT $4`, roomID, from, to, limit)
 	if err != nil {
 		return nil, mapErr(err)
@@ -266,9 +296,9 @@ func (db *DB) RoomEvents(ctx context.Context, roomID string, from, to int64, lim
 // in no timeline, so not found here; ties on the timestamp go by stream
 // position, so the answer is the same on both engines.
 func (db *DB) EventsAtTS(ctx context.Context, roomID string, ts int64, forward bool, limit int) ([]storage.Event, error) {
-	q := `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND stream_pos > 0 AND origin_ts >= $2 ORDER BY origin_ts ASC, stream_pos ASC LIMIT $3`
+	q := `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND outlier = 0 AND origin_ts >= $2 ORDER BY origin_ts ASC, stream_pos ASC LIMIT $3`
 	if !forward {
-		q = `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND stream_pos > 0 AND origin_ts <= $2 ORDER BY origin_ts DESC, stream_pos DESC LIMIT $3`
+		q = `SELECT ` + eventCols + ` FROM events WHERE room_id = $1 AND outlier = 0 AND origin_ts <= $2 ORDER BY origin_ts DESC, stream_pos DESC LIMIT $3`
 	}
 	rows, err := db.r.QueryContext(ctx, q, roomID, ts, limit)
 	if err != nil {
