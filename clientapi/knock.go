@@ -20,7 +20,7 @@ func (s *Server) handleKnock(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	roomID, err := s.resolveRoom(r.Context(), vars(r)["roomIdOrAlias"])
+	roomID, _, err := s.resolveRoom(r.Context(), vars(r)["roomIdOrAlias"])
 	if err != nil {
 		writeError(w, err)
 		return

@@ -165,19 +165,23 @@ func (s *Server) setMembership(ctx context.Context, actor policy.Actor, roomID, 
 	})
 }
 
-// resolveRoom turns a room ID or a local alias into a room ID.
-func (s *Server) resolveRoom(ctx context.Context, idOrAlias string) (string, error) {
+// resolveRoom turns a room ID or an alias into a room ID, and for
+// another server's alias the servers in the room too.
+func (s *Server) resolveRoom(ctx context.Context, idOrAlias string) (string, []string, error) {
 	if strings.HasPrefix(idOrAlias, "!") {
-		return idOrAlias, nil
+		return idOrAlias, nil, nil
+	}
+	if strings.HasPrefix(idOrAlias, "#") && !strings.HasSuffix(idOrAlias, ":"+s.cfg.ServerName) && s.remote != nil {
+		return s.remote.QueryAlias(ctx, idOrAlias)
 	}
 	if strings.HasPrefix(idOrAlias, "#") {
 		roomID, err := s.store.GetAlias(ctx, idOrAlias)
 		if isNotFound(err) {
-			return "", errNotFound("room alias %s not found", idOrAlias)
+			return "", nil, errNotFound("room alias %s not found", idOrAlias)
 		}
-		return roomID, err
+		return roomID, nil, err
 	}
-	return "", errInvalidParam("%q is neither a room ID nor an alias", idOrAlias)
+	return "", nil, errInvalidParam("%q is neither a room ID nor an alias", idOrAlias)
 }
 
 // handleJoin serves POST /join/{roomIdOrAlias} and /rooms/{roomId}/join.
@@ -196,14 +200,14 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	if target == "" {
 		target = v["roomId"]
 	}
-	roomID, err := s.resolveRoom(r.Context(), target)
+	roomID, via, err := s.resolveRoom(r.Context(), target)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	_, err = s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, dev.UserID, spec.Join, req.Reason)
 	if errors.Is(err, rooms.ErrUnknownRoom) && s.remote != nil {
-		err = s.joinRemote(r, dev, roomID, req.Reason)
+		err = s.joinRemote(r, dev, roomID, req.Reason, via)
 	}
 	if err != nil {
 		writeError(w, err)
@@ -215,7 +219,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 // joinRemote joins a room this server is not in through the servers the
 // client named (server_name, via) or the one in the room ID. The city's
 // policy decides first, as for any join.
-func (s *Server) joinRemote(r *http.Request, dev *Device, roomID, reason string) error {
+func (s *Server) joinRemote(r *http.Request, dev *Device, roomID, reason string, via []string) error {
 	content, err := s.memberContent(r.Context(), dev.UserID, spec.Join, reason)
 	if err != nil {
 		return err
@@ -226,7 +230,7 @@ func (s *Server) joinRemote(r *http.Request, dev *Device, roomID, reason string)
 	}
 	servers := s.remote.InviteServers(r.Context(), dev.UserID, roomID)
 	q := r.URL.Query()
-	for _, sv := range append(q["server_name"], q["via"]...) {
+	for _, sv := range slices.Concat(q["server_name"], q["via"], via) {
 		if !slices.Contains(servers, sv) {
 			servers = append(servers, sv)
 		}
@@ -671,6 +675,15 @@ func (s *Server) handleDirectory(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet:
+		if !strings.HasSuffix(alias, ":"+s.cfg.ServerName) && s.remote != nil {
+			roomID, servers, err := s.remote.QueryAlias(r.Context(), alias)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			writeJSON(w, 200, map[string]any{"room_id": roomID, "servers": servers})
+			return
+		}
 		roomID, err := s.store.GetAlias(r.Context(), alias)
 		if err != nil {
 			if isNotFound(err) {
@@ -680,7 +693,7 @@ func (s *Server) handleDirectory(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, 200, map[string]any{"room_id": roomID, "servers": []string{s.cfg.ServerName}})
+		writeJSON(w, 200, map[string]any{"room_id": roomID, "servers": append([]string{s.cfg.ServerName}, s.rooms.Servers(r.Context(), roomID)...)})
 	case http.MethodPut:
 		dev := DeviceFrom(r.Context())
 		var req struct {

@@ -129,6 +129,8 @@ type Remote interface {
 	// Backfill fetches up to limit events of history before the events
 	// named from a server in the room; it returns how many were stored.
 	Backfill(ctx context.Context, roomID string, before []string, limit int) (int, error)
+	// QueryAlias asks another server which room its alias names.
+	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 }
 
 // Deps are the services the client API runs on.

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -52,6 +54,7 @@ type Store interface {
 	storage.Outbox
 	storage.RemoteInvites
 	GetUser(ctx context.Context, userID string) (storage.User, error)
+	GetAlias(ctx context.Context, alias string) (string, error)
 }
 
 // Federation is the server-server API, both directions.
@@ -138,6 +141,7 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.HandleFunc("/_matrix/key/v2/query/{serverName}", f.handleKeyQuery).Methods(http.MethodGet)
 	r.HandleFunc("/_matrix/federation/v1/version", f.handleVersion).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/query/profile", f.authed(f.handleQueryProfile)).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v1/query/directory", f.authed(f.handleQueryDirectory)).Methods(http.MethodGet)
 	k := keysHandlers{f: f, local: local}
 	r.Handle("/_matrix/federation/v1/user/keys/query", f.authed(k.query)).Methods(http.MethodPost)
 	r.Handle("/_matrix/federation/v1/user/keys/claim", f.authed(k.claim)).Methods(http.MethodPost)
@@ -252,4 +256,48 @@ func remoteError(server spec.ServerName, err error) error {
 		return e
 	}
 	return &RemoteError{Server: string(server), Msg: err.Error()}
+}
+
+// handleQueryDirectory serves GET /_matrix/federation/v1/query/directory
+// ?room_alias=: the room a local alias names, and the servers in it.
+func (f *Federation) handleQueryDirectory(w http.ResponseWriter, r *http.Request, _ spec.ServerName) {
+	alias := r.URL.Query().Get("room_alias")
+	if alias == "" {
+		writeError(w, errMissingParam("room_alias is required"))
+		return
+	}
+	if !strings.HasPrefix(alias, "#") || !strings.HasSuffix(alias, ":"+string(f.cfg.ServerName)) {
+		writeError(w, errInvalidParam("%q is not an alias of this server", alias))
+		return
+	}
+	roomID, err := f.store.GetAlias(r.Context(), alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		writeError(w, errNotFound("no room alias %s", alias))
+		return
+	} else if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room_id": roomID,
+		"servers": append([]string{string(f.cfg.ServerName)}, f.rooms.Servers(r.Context(), roomID)...)})
+}
+
+// QueryAlias asks the alias's server which room it names and which servers
+// are in it.
+func (f *Federation) QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error) {
+	_, server, ok := strings.Cut(alias, ":")
+	if !ok || !strings.HasPrefix(alias, "#") {
+		return "", nil, errInvalidParam("%q is not a room alias", alias)
+	}
+	var res struct {
+		RoomID  string   `json:"room_id"`
+		Servers []string `json:"servers"`
+	}
+	if err := f.signedRequest(ctx, http.MethodGet, server, "/_matrix/federation/v1/query/directory?room_alias="+url.QueryEscape(alias), nil, &res); err != nil {
+		return "", nil, err
+	}
+	if res.RoomID == "" {
+		return "", nil, &RemoteError{Server: server, Status: http.StatusBadGateway, Msg: "answered without a room ID"}
+	}
+	return res.RoomID, res.Servers, nil
 }

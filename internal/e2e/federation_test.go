@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -466,10 +467,28 @@ func TestFederatedCommitteeRoom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// city-b finds the room by city-a's alias, and joins by it.
+		alias := "#goudou:" + a
+		if code, me := do(t, http.DefaultClient, "PUT", baseURL(cities[a].srv)+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias),
+			alice.AccessToken, map[string]string{"room_id": string(room.RoomID)}, nil); code != 200 {
+			t.Fatalf("alias: %d %+v", code, me)
+		}
+		var dir struct {
+			RoomID  string   `json:"room_id"`
+			Servers []string `json:"servers"`
+		}
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias),
+			bob.AccessToken, nil, &dir); code != 200 || dir.RoomID != string(room.RoomID) || !slices.Contains(dir.Servers, a) {
+			t.Fatalf("remote alias from city-b: %d %+v %+v", code, me, dir)
+		}
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/directory/room/"+url.PathEscape("#nothing:"+a),
+			bob.AccessToken, nil, nil); code != 404 || me.Code != "M_NOT_FOUND" {
+			t.Fatalf("unknown remote alias: %d %+v", code, me)
+		}
 		var joined struct {
 			RoomID string `json:"room_id"`
 		}
-		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID)+"?server_name="+a,
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+url.PathEscape(alias),
 			bob.AccessToken, map[string]any{}, &joined); code != 200 || joined.RoomID != string(room.RoomID) {
 			t.Fatalf("join from city-b: %d %+v %+v", code, me, joined)
 		}
