@@ -418,3 +418,68 @@ func (f *Federation) Backfill(ctx context.Context, roomID string, before []strin
 	}
 	return 0, lastErr
 }
+
+// roomEventFor is the event named by a state or auth query, of a room the
+// origin is in.
+func (f *Federation) roomEventFor(w http.ResponseWriter, r *http.Request, origin spec.ServerName, eventID string) *rooms.Event {
+	roomID := vars(r)["roomId"]
+	if eventID == "" {
+		writeError(w, errMissingParam("event_id is required"))
+		return nil
+	}
+	if !f.rooms.ServerInRoom(r.Context(), roomID, string(origin)) {
+		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s is not in this room", origin))
+		return nil
+	}
+	ev, err := f.rooms.Event(r.Context(), eventID)
+	if err != nil || ev.RoomID() != roomID {
+		writeError(w, errNotFound("no event %s in this room", eventID))
+		return nil
+	}
+	return ev
+}
+
+// handleState serves GET /_matrix/federation/v1/state/{roomId}?event_id=
+// and /state_ids: the room's state at (before) the event, and its auth
+// chain, as events or as IDs.
+func (f *Federation) handleState(idsOnly bool) func(http.ResponseWriter, *http.Request, spec.ServerName) {
+	return func(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+		ev := f.roomEventFor(w, r, origin, r.URL.Query().Get("event_id"))
+		if ev == nil {
+			return
+		}
+		state, chain, err := f.rooms.StateAndAuthChain(r.Context(), ev)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if idsOnly {
+			writeJSON(w, http.StatusOK, map[string]any{"pdu_ids": pduIDs(state), "auth_chain_ids": pduIDs(chain)})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"pdus": pduJSONs(state), "auth_chain": pduJSONs(chain)})
+	}
+}
+
+// handleEventAuth serves GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}:
+// the event's auth chain.
+func (f *Federation) handleEventAuth(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+	ev := f.roomEventFor(w, r, origin, vars(r)["eventId"])
+	if ev == nil {
+		return
+	}
+	chain, err := f.rooms.AuthChain(r.Context(), ev)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"auth_chain": pduJSONs(chain)})
+}
+
+func pduIDs(pdus []gomatrixserverlib.PDU) []string {
+	out := make([]string, 0, len(pdus))
+	for _, p := range pdus {
+		out = append(out, p.EventID())
+	}
+	return out
+}

@@ -293,3 +293,12 @@ func (s *Service) OldestEvent(ctx context.Context, roomID string) (*Event, error
 	}
 	return evs[0], nil
 }
+
+// AuthChain is ev's auth events, and theirs, to the create event.
+func (s *Service) AuthChain(ctx context.Context, ev *Event) ([]gomatrixserverlib.PDU, error) {
+	version, err := s.Version(ctx, ev.RoomID())
+	if err != nil {
+		return nil, err
+	}
+	return s.authChain(ctx, version, []gomatrixserverlib.PDU{ev.PDU})
+}

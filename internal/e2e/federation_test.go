@@ -1001,6 +1001,62 @@ func TestFederationBadInput(t *testing.T) {
 			alice.AccessToken, nil, &nameState); code != 200 || nameState.Name != "正式名称" {
 			t.Fatalf("room name: %d %q", code, nameState.Name)
 		}
+		// What a server in the room may ask of it: state and auth chains.
+		get := func(path string, out any) (int, string) {
+			t.Helper()
+			fr := fclient.NewFederationRequest("GET", b, a, path)
+			if err := fr.Sign(b, keyID, key); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := fr.HTTPRequest()
+			req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+			resp, err := insecureFed(a).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var raw json.RawMessage
+			_ = json.NewDecoder(resp.Body).Decode(&raw)
+			var me matrixErr
+			_ = json.Unmarshal(raw, &me)
+			if out != nil {
+				_ = json.Unmarshal(raw, out)
+			}
+			return resp.StatusCode, me.Code
+		}
+		createID := snap.Get("m.room.create", "").ID()
+		rid := url.PathEscape(string(room.RoomID))
+		var ids struct {
+			PDUs  []string `json:"pdu_ids"`
+			Chain []string `json:"auth_chain_ids"`
+		}
+		if code, ec := get("/_matrix/federation/v1/state_ids/"+rid+"?event_id="+url.QueryEscape(good.EventID()), &ids); code != 200 ||
+			!slices.Contains(ids.PDUs, createID) || !slices.Contains(ids.Chain, createID) {
+			t.Fatalf("state_ids: %d %s %+v", code, ec, ids)
+		}
+		var full struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		if code, ec := get("/_matrix/federation/v1/state/"+rid+"?event_id="+url.QueryEscape(good.EventID()), &full); code != 200 || len(full.PDUs) != len(ids.PDUs) {
+			t.Fatalf("state: %d %s %d events, want %d", code, ec, len(full.PDUs), len(ids.PDUs))
+		}
+		var chain struct {
+			Chain []json.RawMessage `json:"auth_chain"`
+		}
+		if code, ec := get("/_matrix/federation/v1/event_auth/"+rid+"/"+url.PathEscape(good.EventID()), &chain); code != 200 || len(chain.Chain) < 3 {
+			t.Fatalf("event_auth: %d %s %d events", code, ec, len(chain.Chain))
+		}
+		for path, want := range map[string]string{
+			"/_matrix/federation/v1/state_ids/" + rid:                                                 "M_MISSING_PARAM",
+			"/_matrix/federation/v1/state_ids/" + rid + "?event_id=%24nothing":                        "M_NOT_FOUND",
+			"/_matrix/federation/v1/event_auth/" + rid + "/%24nothing":                                "M_NOT_FOUND",
+			"/_matrix/federation/v1/state/" + url.PathEscape("!other:city-a.test") + "?event_id=%24x": "M_FORBIDDEN",
+		} {
+			if code, ec := get(path, nil); code < 400 || code >= 500 || ec != want {
+				t.Errorf("GET %s: %d %s, want %s", path, code, ec, want)
+			}
+		}
+
 		// The same transaction again is not processed twice.
 		if code, out := sendTxn("events-1", txn(good.JSON()), true); code != 200 {
 			t.Fatalf("retried transaction: %d %v", code, out)
