@@ -563,7 +563,7 @@ func (s *Server) handlePutDevice(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		if err := s.deviceListChanged(r.Context(), dev.UserID); err != nil {
+		if err := s.deviceListChanged(r.Context(), dev.UserID, id); err != nil {
 			writeError(w, err)
 			return
 		}

@@ -75,7 +75,7 @@ func (s *Server) deviceKeyCounts(ctx context.Context, userID, deviceID string) (
 
 // deviceListChanged records that userID's devices or keys changed and wakes
 // the syncs of everyone who shares a room with them, and their own.
-func (s *Server) deviceListChanged(ctx context.Context, userID string) error {
+func (s *Server) deviceListChanged(ctx context.Context, userID string, deviceIDs ...string) error {
 	pos := s.rooms.Stream().Allocate()
 	err := s.store.AddDeviceListChange(ctx, userID, pos)
 	if err == nil {
@@ -86,7 +86,20 @@ func (s *Server) deviceListChanged(ctx context.Context, userID string) error {
 		return err
 	}
 	s.rooms.Notifier().Wake(s.contacts(ctx, userID)...)
+	if s.remote != nil && s.rooms.IsLocal(userID) {
+		if err := s.remote.SendDeviceListUpdate(ctx, userID, pos, deviceIDs); err != nil {
+			s.log.Warn("device list update for other servers", "user", userID, "err", err)
+		}
+	}
 	return nil
+}
+
+// RemoteDeviceListChanged is another server's word that one of its users'
+// devices or keys changed (m.device_list_update, m.signing_key_update):
+// local users sharing a room with them see it in /sync's device_lists and
+// query the keys again.
+func (s *Server) RemoteDeviceListChanged(ctx context.Context, userID string) error {
+	return s.deviceListChanged(ctx, userID)
 }
 
 // contacts are the user and everyone joined to a room the user is joined to.
@@ -125,7 +138,7 @@ func (s *Server) devicesRemoved(ctx context.Context, userID string, deleted []st
 		s.keyCounts.forget(userID + "|" + d)
 	}
 	s.push.forget(userID) // a device's pushers went with it
-	if err := s.deviceListChanged(ctx, userID); err != nil {
+	if err := s.deviceListChanged(ctx, userID, deleted...); err != nil {
 		s.log.Error("record device list change", "user", userID, "err", err)
 	}
 }
@@ -175,7 +188,7 @@ func (s *Server) handleKeysUpload(w http.ResponseWriter, r *http.Request) {
 				writeError(w, err)
 				return
 			}
-			if err := s.deviceListChanged(ctx, dev.UserID); err != nil {
+			if err := s.deviceListChanged(ctx, dev.UserID, dev.DeviceID); err != nil {
 				writeError(w, err)
 				return
 			}

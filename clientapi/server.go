@@ -131,6 +131,9 @@ type Remote interface {
 	Backfill(ctx context.Context, roomID string, before []string, limit int) (int, error)
 	// QueryAlias asks another server which room its alias names.
 	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
+	// SendDeviceListUpdate tells the servers sharing a room with a local
+	// user that their devices changed (those named, or all of them).
+	SendDeviceListUpdate(ctx context.Context, userID string, streamID int64, deviceIDs []string) error
 }
 
 // Deps are the services the client API runs on.

@@ -55,6 +55,9 @@ type Store interface {
 	storage.RemoteInvites
 	GetUser(ctx context.Context, userID string) (storage.User, error)
 	GetAlias(ctx context.Context, alias string) (string, error)
+	ListDevices(ctx context.Context, userID string) ([]storage.Device, error)
+	GetDevice(ctx context.Context, userID, deviceID string) (storage.Device, error)
+	DeviceKeys(ctx context.Context, want map[string][]string) (map[string]map[string][]byte, error)
 }
 
 // Federation is the server-server API, both directions.
@@ -130,6 +133,8 @@ type Local interface {
 	// and read receipt in a room both servers are in.
 	ApplyTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
 	ApplyReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
+	// RemoteDeviceListChanged marks another server's user's devices changed.
+	RemoteDeviceListChanged(ctx context.Context, userID string) error
 }
 
 // Handler serves the federation listener's routes.

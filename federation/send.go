@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -29,7 +30,9 @@ type edu struct {
 // PDUs enter their rooms through the write path, in the order given, each
 // answered with its outcome. EDUs: to-device messages go to local devices;
 // typing and public read receipts to rooms the sender's user is joined to;
-// presence and device list updates are not taken yet (docs/federation.md).
+// device list and signing key updates mark the user's devices changed for
+// local users sharing a room (their clients query the keys again);
+// presence is not taken yet (docs/federation.md).
 func (h txnHandler) send(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
 	txnID := vars(r)["txnId"]
 	var txn struct {
@@ -87,6 +90,16 @@ func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) erro
 		return nil
 	case "m.receipt":
 		h.receipts(ctx, origin, e.Content)
+		return nil
+	case "m.device_list_update", "m.signing_key_update":
+		var c struct {
+			UserID string `json:"user_id"`
+		}
+		if json.Unmarshal(e.Content, &c) == nil && ofOrigin(c.UserID, origin) {
+			if err := h.local.RemoteDeviceListChanged(ctx, c.UserID); err != nil {
+				h.f.log.Info("federation: device list update not taken", "origin", origin, "user", c.UserID, "err", err)
+			}
+		}
 		return nil
 	case "m.direct_to_device":
 	default:
@@ -234,6 +247,69 @@ func (f *Federation) sendRoomEDU(ctx context.Context, roomID, typ string, conten
 	for _, server := range servers {
 		if f.allowed(ctx, server) == nil {
 			items = append(items, storage.OutboundItem{Destination: server, Kind: "edu", Payload: payload})
+		}
+	}
+	return f.sender.enqueue(ctx, items)
+}
+
+// SendDeviceListUpdate tells the servers sharing a room with userID that
+// their devices changed: an m.device_list_update per device named (or per
+// device they have), with its keys, or marked deleted when it is gone.
+func (f *Federation) SendDeviceListUpdate(ctx context.Context, userID string, streamID int64, deviceIDs []string) error {
+	memberships, err := f.rooms.UserRooms(ctx, userID)
+	if err != nil {
+		return err
+	}
+	var servers []string
+	for roomID, m := range memberships {
+		if m.Membership != spec.Join {
+			continue
+		}
+		for _, s := range f.rooms.Servers(ctx, roomID) {
+			if !slices.Contains(servers, s) && f.allowed(ctx, s) == nil {
+				servers = append(servers, s)
+			}
+		}
+	}
+	if len(servers) == 0 {
+		return nil
+	}
+	if len(deviceIDs) == 0 {
+		devices, err := f.store.ListDevices(ctx, userID)
+		if err != nil {
+			return err
+		}
+		for _, d := range devices {
+			deviceIDs = append(deviceIDs, d.DeviceID)
+		}
+	}
+	keys, err := f.store.DeviceKeys(ctx, map[string][]string{userID: deviceIDs})
+	if err != nil {
+		return err
+	}
+	var items []storage.OutboundItem
+	for _, id := range deviceIDs {
+		c := map[string]any{"user_id": userID, "device_id": id, "stream_id": streamID, "prev_id": []int64{}}
+		if d, err := f.store.GetDevice(ctx, userID, id); err == nil {
+			if d.DisplayName != "" {
+				c["device_display_name"] = d.DisplayName
+			}
+			if k := keys[userID][id]; k != nil {
+				c["keys"] = json.RawMessage(k)
+			}
+		} else {
+			c["deleted"] = true
+		}
+		content, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		payload, err := json.Marshal(edu{Type: "m.device_list_update", Content: content})
+		if err != nil {
+			return err
+		}
+		for _, s := range servers {
+			items = append(items, storage.OutboundItem{Destination: s, Kind: "edu", Payload: payload})
 		}
 	}
 	return f.sender.enqueue(ctx, items)

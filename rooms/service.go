@@ -480,9 +480,11 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 			for _, it := range c.Outbox {
 				outboxed[it.Destination] = struct{}{}
 			}
-			if m := c.Membership; m != nil && s.IsLocal(m.UserID) {
-				s.members.update(*m)
-				wake[m.UserID] = struct{}{}
+			if m := c.Membership; m != nil {
+				s.members.update(*m) // remote users' too, where known: device lists need them
+				if s.IsLocal(m.UserID) {
+					wake[m.UserID] = struct{}{}
+				}
 			}
 		}
 	}

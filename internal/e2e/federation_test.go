@@ -1130,3 +1130,49 @@ func TestFederatedBackfill(t *testing.T) {
 		}
 	})
 }
+
+// TestFederatedDeviceLists: a new device of a user in another city shows
+// in /sync's device_lists of the people sharing a room with them, so their
+// clients fetch its keys before encrypting.
+func TestFederatedDeviceLists(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID), bob.AccessToken, map[string]any{}, nil); code != 200 {
+			t.Fatalf("join: %d %+v", code, me)
+		}
+		since := waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return memberIn(r, room.RoomID, bob.UserID, "join") })
+
+		// bob signs in on a second device, which publishes its keys.
+		var login struct {
+			DeviceID    string `json:"device_id"`
+			AccessToken string `json:"access_token"`
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/login", "", map[string]any{
+			"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": string(bob.UserID)}, "password": "secret-bob"}, &login); code != 200 {
+			t.Fatalf("login: %d %+v", code, me)
+		}
+		sig := map[string]any{string(bob.UserID): map[string]string{"ed25519:" + login.DeviceID: "sig"}}
+		keys := map[string]any{"device_keys": map[string]any{"user_id": bob.UserID, "device_id": login.DeviceID,
+			"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+			"keys":       map[string]string{"curve25519:" + login.DeviceID: "c2", "ed25519:" + login.DeviceID: "e2"}, "signatures": sig}}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/keys/upload", login.AccessToken, keys, nil); code != 200 {
+			t.Fatalf("keys/upload: %d %+v", code, me)
+		}
+		waitFor(t, alice, since, func(r *mautrix.RespSync) bool { return slices.Contains(r.DeviceLists.Changed, bob.UserID) })
+		// And alice's client, querying, finds the new device through city-a.
+		var q struct {
+			DeviceKeys map[string]map[string]json.RawMessage `json:"device_keys"`
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[a].srv)+"/_matrix/client/v3/keys/query", alice.AccessToken,
+			map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}, &q); code != 200 || q.DeviceKeys[string(bob.UserID)][login.DeviceID] == nil {
+			t.Fatalf("keys/query: %d %+v %+v", code, me, q)
+		}
+	})
+}
