@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/machi-chat/machi/media"
 	"github.com/machi-chat/machi/policy"
+	"github.com/machi-chat/machi/storage"
 )
 
 // mediaRoutes registers the media repository: the legacy unauthenticated
@@ -104,10 +106,9 @@ func tooLarge(limit int64) *Error {
 // requests are answered by http.ServeContent.
 func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	v := vars(r)
-	server, mediaID := v["server"], v["media"]
-	if server != s.cfg.ServerName {
-		// Remote media arrives with federation; until then it is unknown here.
-		writeError(w, errNotFound("remote media is not available from this server"))
+	mediaID, err := s.localMediaID(r.Context(), v["server"], v["media"])
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	item, f, err := s.media.Open(r.Context(), mediaID)
@@ -152,11 +153,12 @@ func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := vars(r)
-	if v["server"] != s.cfg.ServerName {
-		writeError(w, errNotFound("remote media is not available from this server"))
+	mediaID, err := s.localMediaID(r.Context(), v["server"], v["media"])
+	if err != nil {
+		writeError(w, err)
 		return
 	}
-	th, err := s.media.Thumbnail(r.Context(), v["media"], req)
+	th, err := s.media.Thumbnail(r.Context(), mediaID, req)
 	var big *media.ErrImageTooLarge
 	switch {
 	case err == nil:
@@ -262,4 +264,48 @@ func (s *Server) previewURL(w http.ResponseWriter, r *http.Request) {
 	writeError(w, &policy.Denial{RuleID: ruleURLPreview,
 		JA: "この環境（LGWAN）では URL のプレビューを表示できません。",
 		EN: "URL previews are not available on this closed network (LGWAN)."})
+}
+
+// localMediaID is the local item that holds server's mediaID: itself for
+// this server's media; for another server's, a copy fetched over
+// federation the first time it is asked for and kept.
+func (s *Server) localMediaID(ctx context.Context, server, mediaID string) (string, error) {
+	if server == s.cfg.ServerName {
+		return mediaID, nil
+	}
+	if s.remote == nil {
+		return "", errNotFound("media of other servers is not available: this server does not federate")
+	}
+	if id, err := s.store.GetRemoteMedia(ctx, server, mediaID); err == nil {
+		return id, nil
+	} else if !isNotFound(err) {
+		return "", err
+	}
+	ctype, filename, body, err := s.remote.DownloadMedia(ctx, server, mediaID)
+	if err != nil {
+		return "", err
+	}
+	defer body.Close()
+	item, err := s.media.Store(ctx, media.Upload{Body: body, ContentType: ctype, Filename: filename, Uploader: "@federation:" + server})
+	var big *media.ErrTooLarge
+	if errors.As(err, &big) {
+		return "", tooLarge(big.Limit)
+	} else if err != nil {
+		return "", err
+	}
+	return s.store.PutRemoteMedia(ctx, server, mediaID, item.MediaID)
+}
+
+// OpenMedia opens a local file for another server (federation's media
+// download): only this server's own uploads, never copies of others'.
+func (s *Server) OpenMedia(ctx context.Context, mediaID string) (storage.MediaItem, io.ReadCloser, error) {
+	item, f, err := s.media.Open(ctx, mediaID)
+	if err != nil {
+		return item, nil, err
+	}
+	if strings.HasPrefix(item.Uploader, "@federation:") {
+		f.Close()
+		return item, nil, media.ErrNotFound
+	}
+	return item, f, nil
 }

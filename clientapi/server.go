@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -134,6 +135,8 @@ type Remote interface {
 	// SendDeviceListUpdate tells the servers sharing a room with a local
 	// user that their devices changed (those named, or all of them).
 	SendDeviceListUpdate(ctx context.Context, userID string, streamID int64, deviceIDs []string) error
+	// DownloadMedia fetches another server's media.
+	DownloadMedia(ctx context.Context, server, mediaID string) (contentType, filename string, body io.ReadCloser, err error)
 }
 
 // Deps are the services the client API runs on.

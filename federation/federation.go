@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -135,6 +136,8 @@ type Local interface {
 	ApplyReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
 	// RemoteDeviceListChanged marks another server's user's devices changed.
 	RemoteDeviceListChanged(ctx context.Context, userID string) error
+	// OpenMedia opens a local file of the media repository.
+	OpenMedia(ctx context.Context, mediaID string) (storage.MediaItem, io.ReadCloser, error)
 }
 
 // Handler serves the federation listener's routes.
@@ -160,6 +163,7 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.Handle("/_matrix/federation/v1/state/{roomId}", f.authed(f.handleState(false))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/state_ids/{roomId}", f.authed(f.handleState(true))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/event_auth/{roomId}/{eventId}", f.authed(f.handleEventAuth)).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v1/media/download/{mediaId}", f.authed(f.handleMediaDownload(local))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v2/invite/{roomId}/{eventId}", f.authed(f.handleInvite)).Methods(http.MethodPut)
 	r.Handle("/_matrix/federation/v1/make_leave/{roomId}/{userId}", f.authed(f.handleMakeLeave)).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v2/send_leave/{roomId}/{eventId}", f.authed(f.handleSendLeave)).Methods(http.MethodPut)

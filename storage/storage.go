@@ -382,6 +382,11 @@ type MediaItem struct {
 type Media interface {
 	PutMedia(ctx context.Context, m MediaItem) error
 	GetMedia(ctx context.Context, mediaID string) (MediaItem, error)
+	// PutRemoteMedia records that localID holds another server's media;
+	// if another copy was recorded first, it returns that one's ID.
+	PutRemoteMedia(ctx context.Context, server, mediaID, localID string) (string, error)
+	// GetRemoteMedia is the local copy of another server's media.
+	GetRemoteMedia(ctx context.Context, server, mediaID string) (string, error)
 }
 
 // EnrollmentCode is a one-time code that admits one mobile device of a

@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/png"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -1173,6 +1177,60 @@ func TestFederatedDeviceLists(t *testing.T) {
 		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[a].srv)+"/_matrix/client/v3/keys/query", alice.AccessToken,
 			map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}, &q); code != 200 || q.DeviceKeys[string(bob.UserID)][login.DeviceID] == nil {
 			t.Fatalf("keys/query: %d %+v %+v", code, me, q)
+		}
+	})
+}
+
+// TestFederatedMedia: a picture uploaded on city-b shows on city-a: the
+// first request fetches it over federation and keeps a copy; thumbnails
+// are made from the copy.
+func TestFederatedMedia(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		img := image.NewRGBA(image.Rect(0, 0, 64, 48))
+		for i := range img.Pix {
+			img.Pix[i] = byte(i)
+		}
+		var buf bytes.Buffer
+		if err := png.Encode(&buf, img); err != nil {
+			t.Fatal(err)
+		}
+		up, err := bob.UploadBytesWithName(ctxT(t), buf.Bytes(), "image/png", "現場写真.png")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"/_matrix/client/v1/media/download/", "/_matrix/media/v3/download/"} {
+			req, _ := http.NewRequest("GET", baseURL(cities[a].srv)+path+b+"/"+up.ContentURI.FileID, nil)
+			req.Header.Set("Authorization", "Bearer "+alice.AccessToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !bytes.Equal(got, buf.Bytes()) || resp.Header.Get("Content-Type") != "image/png" {
+				t.Fatalf("%s: %d %s, %d bytes", path, resp.StatusCode, resp.Header.Get("Content-Type"), len(got))
+			}
+		}
+		local, err := cities[a].srv.Store.GetRemoteMedia(ctxT(t), b, up.ContentURI.FileID)
+		if err != nil || local == "" {
+			t.Fatalf("no local copy: %q %v", local, err)
+		}
+		thumb, err := alice.DownloadThumbnail(ctxT(t), up.ContentURI, 32, 32, mautrix.DownloadThumbnailExtra{Method: "crop"})
+		if err != nil {
+			t.Fatalf("thumbnail of remote media: %v", err)
+		}
+		defer thumb.Body.Close()
+		if cfg, _, err := image.DecodeConfig(thumb.Body); err != nil || cfg.Width != 32 || cfg.Height != 32 {
+			t.Fatalf("thumbnail: %+v %v", cfg, err)
+		}
+		req, _ := http.NewRequest("GET", baseURL(cities[a].srv)+"/_matrix/client/v1/media/download/"+b+"/nothingHere", nil)
+		req.Header.Set("Authorization", "Bearer "+alice.AccessToken)
+		if code, me := doRaw(t, http.DefaultClient, req); code != 404 || me.Code != "M_NOT_FOUND" {
+			t.Fatalf("unknown remote media: %d %+v", code, me)
 		}
 	})
 }

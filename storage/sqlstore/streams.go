@@ -165,3 +165,19 @@ func (db *DB) GetMedia(ctx context.Context, mediaID string) (storage.MediaItem, 
 		Scan(&m.ContentType, &m.Size, &m.Filename, &m.SHA256, &m.Uploader, &m.CreatedTS)
 	return m, mapErr(err)
 }
+
+// PutRemoteMedia implements storage.Media.
+func (db *DB) PutRemoteMedia(ctx context.Context, server, mediaID, localID string) (string, error) {
+	if _, err := db.w.ExecContext(ctx, `INSERT INTO remote_media (server_name, media_id, local_id) VALUES ($1, $2, $3)
+		ON CONFLICT (server_name, media_id) DO NOTHING`, server, mediaID, localID); err != nil {
+		return "", mapErr(err)
+	}
+	return db.GetRemoteMedia(ctx, server, mediaID)
+}
+
+// GetRemoteMedia implements storage.Media.
+func (db *DB) GetRemoteMedia(ctx context.Context, server, mediaID string) (string, error) {
+	var id string
+	err := db.w.QueryRowContext(ctx, `SELECT local_id FROM remote_media WHERE server_name = $1 AND media_id = $2`, server, mediaID).Scan(&id)
+	return id, mapErr(err)
+}
