@@ -36,8 +36,9 @@ func randomToken(n int) string {
 var localpartRE = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
 
 // userID makes a full user ID from a localpart or accepts a full local ID.
+// It trims nothing: a name for a new account with a stray newline is
+// refused, not taken as its neighbour (logins trim before calling).
 func (s *Server) userID(name string) (string, error) {
-	name = strings.TrimSpace(name)
 	if strings.HasPrefix(name, "@") {
 		local, server, ok := strings.Cut(name[1:], ":")
 		if !ok || server != s.cfg.ServerName {
@@ -156,7 +157,8 @@ func (s *Server) checkPassword(ctx context.Context, a passwordAuth) (string, err
 	if name == "" || a.Password == "" {
 		return "", errMissingParam("user and password are required")
 	}
-	userID, err := s.userID(name)
+	// People type "alice " at a login prompt.
+	userID, err := s.userID(strings.TrimSpace(name))
 	if err != nil {
 		return "", errForbidden("invalid user name or password")
 	}

@@ -63,6 +63,8 @@ func TestBadInput(t *testing.T) {
 			{"bad filter", "GET", base + "/sync?filter=%7Bnot", tok, "", 400, "M_BAD_JSON"},
 			{"float in content", "PUT", roomPath + "/send/m.room.message/t5", tok, `{"n": 1.5}`, 400, "M_BAD_JSON"},
 			{"registration taken", "POST", base + "/register", "", `{"username":"` + strings.TrimPrefix(strings.Split(string(alice.UserID), ":")[0], "@") + `","password":"x","auth":{"type":"m.login.dummy"}}`, 400, "M_USER_IN_USE"},
+			{"registration name with newline", "POST", base + "/register", "", `{"username":"` + strings.TrimPrefix(strings.Split(string(alice.UserID), ":")[0], "@") + `\n","password":"x","auth":{"type":"m.login.dummy"}}`, 400, "M_INVALID_USERNAME"},
+			{"availability of name with space", "GET", base + "/register/available?username=bob%20", "", "", 400, "M_INVALID_USERNAME"},
 			{"registration bad name", "POST", base + "/register", "", `{"username":"Bad Name!","password":"x","auth":{"type":"m.login.dummy"}}`, 400, "M_INVALID_USERNAME"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
