@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
@@ -161,14 +162,15 @@ func readBody(r *http.Request) ([]byte, error) {
 }
 
 // readObject reads a body that must be a JSON object and returns it raw:
-// M_NOT_JSON for a body that is not JSON, M_BAD_JSON for JSON that is not
-// an object.
+// M_NOT_JSON for a body that is not JSON (invalid UTF-8 included: JSON is
+// UTF-8, and json.Valid does not look inside strings' bytes), M_BAD_JSON
+// for JSON that is not an object.
 func readObject(r *http.Request) (json.RawMessage, error) {
 	body, err := readBody(r)
 	if err != nil {
 		return nil, err
 	}
-	if !json.Valid(body) {
+	if !json.Valid(body) || !utf8.Valid(body) {
 		return nil, newErr(http.StatusBadRequest, "M_NOT_JSON", "the request body is not valid JSON")
 	}
 	if trimmed := bytes.TrimSpace(body); trimmed[0] != '{' {

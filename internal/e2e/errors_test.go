@@ -38,6 +38,8 @@ func TestBadInput(t *testing.T) {
 			code                           string
 		}{
 			{"not json", "PUT", roomPath + "/send/m.room.message/t1", tok, `{"body":`, 400, "M_NOT_JSON"},
+			{"invalid utf-8 register", "POST", base + "/register", "", "{\"username\": \"a\x81\"}", 400, "M_NOT_JSON"},
+			{"invalid utf-8 send", "PUT", roomPath + "/send/m.room.message/t6", tok, "{\"body\": \"\xff\xfe\"}", 400, "M_NOT_JSON"},
 			{"json array", "PUT", roomPath + "/send/m.room.message/t2", tok, `[1,2]`, 400, "M_BAD_JSON"},
 			{"wrong type", "POST", base + "/createRoom", tok, `{"name": 5}`, 400, "M_BAD_JSON"},
 			{"wrong type invite", "POST", base + "/createRoom", tok, `{"invite": "bob"}`, 400, "M_BAD_JSON"},
