@@ -587,6 +587,12 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	v := vars(r)
 	upTo, err := s.access(r.Context(), dev.UserID, v["roomId"])
+	var me *Error
+	if errors.As(err, &me) && me.Code == "M_FORBIDDEN" {
+		// The spec's answer for an event the user may not read is 404: it
+		// tells nothing of whether the room or the event exists.
+		err = errNotFound("event not found")
+	}
 	if err != nil {
 		writeError(w, err)
 		return

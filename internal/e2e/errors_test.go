@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -24,6 +25,11 @@ func TestBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		outsider := register(t, srv, "outsider")
+		sent, err := alice.SendText(ctxT(t), room.RoomID, "not for outsiders")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,6 +61,7 @@ func TestBadInput(t *testing.T) {
 			{"unknown room messages", "GET", base + "/rooms/!nope:localhost/messages?dir=b", tok, "", 403, "M_FORBIDDEN"},
 			{"unknown state key", "GET", roomPath + "/state/m.room.topic/", tok, "", 404, "M_NOT_FOUND"},
 			{"unknown event", "GET", roomPath + "/event/$nope", tok, "", 404, "M_NOT_FOUND"},
+			{"event of a room never joined", "GET", roomPath + "/event/" + url.PathEscape(string(sent.EventID)), outsider.AccessToken, "", 404, "M_NOT_FOUND"},
 			{"unknown user profile", "GET", base + "/profile/@nobody:localhost", "", "", 404, "M_NOT_FOUND"},
 			{"invite bad user id", "POST", roomPath + "/invite", tok, `{"user_id":"bob"}`, 400, "M_INVALID_PARAM"},
 			{"invite missing user id", "POST", roomPath + "/invite", tok, `{}`, 400, "M_MISSING_PARAM"},
