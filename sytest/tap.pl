@@ -3,11 +3,14 @@
 # each test came from) and compares it with machi's pass list.
 #
 #   tap.pl summary RUN_DIR            counts by area → RUN_DIR/summary.txt,
-#                                     each test's result → RUN_DIR/results.tsv
+#                                     each test's result (and a failure's or
+#                                     skip's reason) → RUN_DIR/results.tsv
 #   tap.pl check [--full] RUN_DIR     fails when a listed test ran and did not
 #                                     pass (with --full: or did not run);
 #                                     newly passing tests → RUN_DIR/candidates
 #   tap.pl update RUN_DIR             adds the newly passing tests to the list
+#   tap.pl causes RUN_DIR             failures grouped by cause (for
+#                                     docs/sytest.md), the rest one by one
 #
 # A name passes when every test of that name in the run passed (SyTest has a
 # few names used twice). Only core Perl: it runs before any package is there.
@@ -23,7 +26,7 @@ my $full = 0;
 @args = grep { $_ eq "--full" ? ( $full = 1, 0 )[1] : 1 } @args;
 my ( $run ) = @args;
 defined $cmd && defined $run && -d $run
-   or die "usage: $0 summary|check [--full]|update RUN_DIR\n";
+   or die "usage: $0 summary|check [--full]|update|causes RUN_DIR\n";
 
 my @tests = read_run( $run );
 
@@ -35,6 +38,9 @@ elsif( $cmd eq "check" ) {
 }
 elsif( $cmd eq "update" ) {
    update( @tests );
+}
+elsif( $cmd eq "causes" ) {
+   causes( @tests );
 }
 else {
    die "unknown command $cmd\n";
@@ -62,13 +68,30 @@ sub read_run
    }
    close $log;
 
-   my %status;
+   my ( %status, %reason, %body, $failing, $after );
    open my $tap, "<:encoding(UTF-8)", "$dir/results.tap" or die "open $dir/results.tap: $!\n";
    while( <$tap> ) {
       chomp;
+      # a failure's first diagnostic line is its reason
+      if( defined $failing and m{^# (.*)$} ) {
+         next if $1 =~ m{^(Started|Ended): };
+         $reason{$failing} = $1;
+         ( $after, $failing ) = ( $failing, undef );
+         next;
+      }
+      # and the line after it, for a failed request, the response body
+      if( defined $after ) {
+         $body{$after} = $1 if m{^# (\{.*)$};
+         undef $after;
+      }
       my ( $ok, $num, $rest ) = m{^(ok|not ok) (\d+) (.*)$} or next;
+      undef $failing;
       my $st = $ok eq "ok" ? "pass" : "fail";
-      $st = "skip" if $rest =~ s{ # skip .*$}{};
+      $failing = $num if $st eq "fail";
+      if( $rest =~ s{ # skip (.*)$}{} ) {
+         $st = "skip";
+         $reason{$num} = $1;
+      }
       $rest =~ s{ # TODO .*$}{};
       $rest =~ s{^\(expected fail\) }{};
       $rest =~ s{ \(\d+ subtests\)$}{};
@@ -86,6 +109,8 @@ sub read_run
          area   => area( $f ),
          name   => $name_of{$_},
          status => $status{$_} // "missing",
+         reason => $reason{$_} // "",
+         body   => $body{$_} // "",
       }
    } sort { $a <=> $b } keys %nums;
 }
@@ -130,7 +155,7 @@ sub summary
    my ( $dir, @tests ) = @_;
 
    open my $tsv, ">:encoding(UTF-8)", "$dir/results.tsv" or die "write results.tsv: $!\n";
-   print $tsv join( "\t", @{$_}{qw( num status file name )} ), "\n" for @tests;
+   print $tsv join( "\t", @{$_}{qw( num status file name reason )} ), "\n" for @tests;
    close $tsv;
 
    my ( %count, @order );
@@ -195,4 +220,53 @@ sub update
    print $fh "$_\n" for @sorted;
    close $fh;
    print "sytest/passing: " . scalar( @sorted ) . " tests\n";
+}
+
+# cause sorts a failure by its reason: the first rule that matches names it.
+# What is left is "other", listed test by test: those are read by hand.
+sub cause
+{
+   my ( $t ) = @_;
+   my ( $r, $n ) = ( $t->{reason}, $t->{name} );
+   my $remote = $n =~ m{remote|federation|\bfed\b}i || $t->{file} =~ m{federation|remote};
+
+   return "federation: no federation listener (connection refused)" if $r =~ m{Connection refused};
+   return "federation: machi does not federate" if $t->{file} =~ m{^tests/50federation};
+   return "room versions 1-9 (machi creates and joins 10-12)" if $r =~ m{M_UNSUPPORTED_ROOM_VERSION|M_INCOMPATIBLE_ROOM_VERSION} || $n =~ m{room version(s)? [1-9]\b|with version [1-9]\b};
+   return "guest access (kind=guest registration is refused)" if $r =~ m{kind=guest};
+   return "federation: machi does not federate" if $remote;
+   if( $r =~ m{\( (\d{3}) [^)]*?https?://[^/\s]+(/[^?\s]*)} ) {
+      my ( $code, $path ) = ( $1, $2 );
+      if( $code eq "404" && $t->{body} =~ m{M_UNRECOGNIZED} ) {
+         for( $path ) {
+            s,/(?:!|%21)[^/]+,/{roomId},g;
+            s,/(?:\@|%40)[^/]+,/{userId},g;
+            s,/(?:#|%23)[^/]+,/{alias},g;
+            s,/(?:\$|%24)[^/]+,/{eventId},g;
+            s,/(?:r0|v1|v3|unstable)/,/*/,;
+            s,/(devices|tags|pushrules/[^/]+/[^/]+|state/[^/]+|send/[^/]+|room_keys/keys)/[^/{]+,/$1/...,g;
+         }
+         return ( $r =~ m{^fixture failed} ? "missing endpoint (a fixture's): " : "missing endpoint: " ) . $path;
+      }
+   }
+   return "timed out" if $r =~ m{Timed out};
+   return "other";
+}
+
+sub causes
+{
+   my ( @tests ) = @_;
+   binmode STDOUT, ":encoding(UTF-8)";
+   my ( %count, @other );
+   for my $t ( grep { $_->{status} eq "fail" || $_->{status} eq "missing" } @tests ) {
+      my $c = cause( $t );
+      $count{$c}++;
+      push @other, $t if $c eq "other" || $c eq "timed out";
+   }
+   printf "%4d  %s\n", $count{$_}, $_ for sort { $count{$b} <=> $count{$a} || $a cmp $b } keys %count;
+   print "\nother failures and timeouts, one by one:\n";
+   for( @other ) {
+      print "  $_->{file}: $_->{name}\n      $_->{reason}\n";
+      print "      $_->{body}\n" if length $_->{body};
+   }
 }

@@ -9,6 +9,8 @@
 #                    federation tests fail with "connection refused" quickly.
 #   shared secret    registration.shared_secret ("reg_secret", the value
 #                    SyTest's tests sign with) for /_synapse/admin/v1/register
+#   test CA          SSL_CERT_FILE, so that machi's push client trusts
+#                    SyTest's HTTPS test servers (its push gateway)
 #   database         SQLite in the server's folder; PostgreSQL when
 #                    MACHI_SYTEST_POSTGRES is a DSN (a database per server is
 #                    dropped and created through it)
@@ -88,8 +90,11 @@ sub start
    $output->diag( "Starting machi: $self->{binary} serve -config $config (log: $log)" );
 
    # stderr goes to a file, so that a whole run's server logs can be kept
-   # next to its TAP.
+   # next to its TAP. SyTest's push gateway and other test servers speak
+   # HTTPS with certificates of SyTest's CA: machi's HTTP client trusts that
+   # CA alone (Go reads SSL_CERT_FILE for its root pool).
    return $self->_start_process_and_await_connectable(
+      setup => [ env => { %ENV, SSL_CERT_FILE => getcwd() . "/keys/ca.crt" } ],
       command => [ "/bin/sh", "-c", 'exec "$0" serve -config "$1" 2>>"$2"',
          $self->{binary}, $config, $log ],
       connect_host => $self->{bind_host},
