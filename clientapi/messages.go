@@ -341,9 +341,17 @@ func (s *Server) handleContext(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// Lazy-loading members keeps, of the member events, those of the
+	// senders of the events returned.
+	senders := map[string]bool{ev.Sender(): true}
+	for _, e := range append(append([]*rooms.Event(nil), before...), after...) {
+		if filter.allowsEvent(e) && vis.allows(e) {
+			senders[e.Sender()] = true
+		}
+	}
 	state := []json.RawMessage{}
 	snap.Each(func(e *rooms.Event) {
-		if !filter.LazyLoadMembers || e.Type() != spec.MRoomMember {
+		if !filter.LazyLoadMembers || e.Type() != spec.MRoomMember || senders[*e.StateKey()] {
 			state = append(state, e.ClientJSON(now, dev.key()))
 		}
 	})
