@@ -451,6 +451,12 @@ func (s *Server) handlePutState(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if typ == spec.MRoomCanonicalAlias && key == "" {
+		if err := s.checkCanonicalAlias(r.Context(), v["roomId"], content); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	ev, err := s.rooms.Submit(r.Context(), &rooms.Request{
 		RoomID: v["roomId"], Sender: dev.UserID, Type: typ, StateKey: &key, Content: content, Actor: dev.actor(),
 	})
@@ -459,6 +465,41 @@ func (s *Server) handlePutState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, map[string]string{"event_id": ev.ID()})
+}
+
+// checkCanonicalAlias is what the spec asks of an m.room.canonical_alias
+// sent by a client: every alias well-formed (M_INVALID_PARAM) and, for this
+// server's aliases, pointing to the room (M_BAD_ALIAS). Another server's
+// aliases cannot be resolved without federation and are taken as given.
+func (s *Server) checkCanonicalAlias(ctx context.Context, roomID string, content json.RawMessage) error {
+	var c struct {
+		Alias      *string  `json:"alias"`
+		AltAliases []string `json:"alt_aliases"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return errBadJSON("m.room.canonical_alias content: %v", err)
+	}
+	aliases := c.AltAliases
+	if c.Alias != nil && *c.Alias != "" {
+		aliases = append([]string{*c.Alias}, aliases...)
+	}
+	for _, alias := range aliases {
+		local, server, ok := strings.Cut(strings.TrimPrefix(alias, "#"), ":")
+		if !strings.HasPrefix(alias, "#") || !ok || local == "" || server == "" {
+			return errInvalidParam("%q is not a room alias", alias)
+		}
+		if server != s.cfg.ServerName {
+			continue
+		}
+		target, err := s.store.GetAlias(ctx, alias)
+		if err != nil && !isNotFound(err) {
+			return err
+		}
+		if err != nil || target != roomID {
+			return newErr(http.StatusBadRequest, "M_BAD_ALIAS", "the alias %s does not point to this room", alias)
+		}
+	}
+	return nil
 }
 
 // handleRedact serves PUT /rooms/{roomId}/redact/{eventId}/{txnId}.
