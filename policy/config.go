@@ -85,7 +85,9 @@ type UploadConfig struct {
 // FederationConfig is the federation allow-list.
 type FederationConfig struct {
 	// AllowedServers are the server names this server federates with, both
-	// ways. Empty means no federation at all.
+	// ways. Empty means no federation at all; "*" means every server (for a
+	// test network such as SyTest's, whose servers take random ports; never
+	// for a city).
 	AllowedServers []string `yaml:"allowed_servers" json:"allowed_servers"`
 }
 

@@ -370,7 +370,7 @@ func (e *Engine) lifted(userID, roomID string, now time.Time) bool {
 // AllowServer is the federation allow-list: nil when machi may talk to
 // server, both ways.
 func (e *Engine) AllowServer(ctx context.Context, server string) *Denial {
-	if e.cur.Load().servers[strings.ToLower(server)] {
+	if servers := e.cur.Load().servers; servers[strings.ToLower(server)] || servers["*"] {
 		return nil
 	}
 	return e.Deny(ctx, Subject{What: "federation", Target: server}, &Denial{

@@ -190,6 +190,20 @@ func TestFederationAllowList(t *testing.T) {
 	}
 }
 
+// TestFederationAllowAll: "*" lets every server in (SyTest's test network).
+func TestFederationAllowAll(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEngine(t, func(c *Config) { c.Federation.AllowedServers = []string{"*"} })
+	for _, server := range []string{"localhost:35619", "chat.city-b.lg.jp"} {
+		if d := e.AllowServer(ctx, server); d != nil {
+			t.Fatalf("%s refused with \"*\" listed: %v", server, d)
+		}
+	}
+	if len(e.denied) != 0 {
+		t.Fatalf("denials reported: %+v", e.denied)
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	c := DefaultConfig()
 	if err := c.Validate(); err != nil {

@@ -504,7 +504,8 @@ policy:
     office_max_bytes: 52428800
   federation:
     # Server names this server federates with (neighbouring cities, the
-    # prefecture). Empty: no federation.
+    # prefecture). Empty: no federation. "*": every server (test networks
+    # only, such as SyTest's).
     allowed_servers: []
 
 federation:
