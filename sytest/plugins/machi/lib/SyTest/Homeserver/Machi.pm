@@ -3,13 +3,15 @@
 #
 # What SyTest hands a homeserver and where it goes:
 #   client port      listen.client (plain HTTP; SyTest's client speaks both)
-#   federation port  allocated, with a TLS key and a certificate signed by
-#                    SyTest's test CA, written to federation.yaml. machi has
-#                    no federation listener yet, so nothing reads that file:
-#                    federation tests fail with "connection refused" quickly.
+#   federation port  federation.listen (HTTPS), with a TLS key and a
+#                    certificate signed by SyTest's test CA; that CA is
+#                    federation.ca_bundle, so machi trusts SyTest's servers
+#                    and the other machi; every server is allowed
+#                    (policy.federation.allowed_servers: ["*"]), since
+#                    SyTest's own federation server takes a random port
 #   shared secret    registration.shared_secret ("reg_secret", the value
 #                    SyTest's tests sign with) for /_synapse/admin/v1/register
-#   test CA          SSL_CERT_FILE, so that machi's push client trusts
+#   test CA          also SSL_CERT_FILE, so that machi's push client trusts
 #                    SyTest's HTTPS test servers (its push gateway)
 #   database         SQLite in the server's folder; PostgreSQL when
 #                    MACHI_SYTEST_POSTGRES is a DSN (a database per server is
@@ -82,7 +84,7 @@ sub start
    remove_tree( "$hs_dir/media" );
    unlink "$hs_dir/$_" for qw( machi.db machi.db-wal machi.db-shm signing.key machi.log );
 
-   $self->_write_federation_file;
+   $self->_tls;
 
    my $config = $self->{paths}{config} = $self->write_yaml_file( "machi.yaml" => $self->_config );
    my $log = $self->{paths}{log} = "$hs_dir/machi.log";
@@ -124,6 +126,16 @@ sub _config
          # limit, and no test uses the admin CLI.
          admin_socket    => "",
       },
+      federation => {
+         listen    => "$self->{bind_host}:$self->{ports}{federation}",
+         tls_cert  => $self->{paths}{tls_cert},
+         tls_key   => $self->{paths}{tls_key},
+         ca_bundle => getcwd() . "/keys/ca.crt",
+         peers     => {},
+         # server names are localhost:PORT, which the spec's discovery
+         # resolves to that host and port
+         discovery => JSON::true,
+      },
       database => $self->_database,
       registration => {
          # SyTest registers its users through /register.
@@ -141,6 +153,7 @@ sub _config
          working_hours => { enabled => JSON::false },
          # Every type, as a homeserver without the city's rules takes.
          uploads       => { office_allowed_types => [] },
+         federation    => { allowed_servers => [ "*" ] },
       },
       log => { level => ( $ENV{MACHI_SYTEST_LOG_LEVEL} // "info" ), format => "text" },
    };
@@ -177,9 +190,10 @@ sub _database
    return { engine => "postgres", postgres_dsn => "$uri", synchronous => "normal" };
 }
 
-# federation.yaml records the federation listener SyTest expects, for the
-# day machi serves federation; until then machi does not read it.
-sub _write_federation_file
+# _tls makes the federation listener's key and a certificate for the bind
+# host, signed by SyTest's CA (keys/ca.crt, relative to the checkout we run
+# in).
+sub _tls
 {
    my $self = shift;
    my $hs_dir = $self->{hs_dir};
@@ -187,18 +201,7 @@ sub _write_federation_file
    my $key  = $self->{paths}{tls_key}  = "$hs_dir/tls.key";
    my $cert = $self->{paths}{tls_cert} = "$hs_dir/tls.crt";
    ensure_ssl_key( $key );
-   # signed by SyTest's CA (keys/ca.crt, relative to the checkout we run in)
    create_ssl_cert( $cert, $key, $self->{bind_host} );
-
-   $self->write_yaml_file( "federation.yaml" => {
-      listen    => "$self->{bind_host}:$self->{ports}{federation}",
-      tls_cert  => $cert,
-      tls_key   => $key,
-      # what SyTest's own federation servers present
-      trusted_ca => getcwd() . "/keys/ca.crt",
-   } );
-
-   $self->{output}->diag( "machi has no federation listener yet: port $self->{ports}{federation} and its certificate are in federation.yaml, unused" );
 }
 
 1;
