@@ -100,6 +100,8 @@ func toMatrixError(err error) *Error {
 		return errNotFound("unknown room")
 	case errors.Is(err, rooms.ErrDuplicateAnnotation):
 		return newErr(http.StatusBadRequest, "M_DUPLICATE_ANNOTATION", "you have already sent this annotation to this event")
+	case errors.Is(err, rooms.ErrTooLarge):
+		return newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "the event is larger than the 65536 bytes an event may be")
 	case errors.Is(err, rooms.ErrBadEvent):
 		return errBadJSON("%s", strings.TrimPrefix(err.Error(), "bad event: "))
 	case errors.Is(err, rooms.ErrUnsupportedVersion):

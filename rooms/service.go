@@ -38,7 +38,9 @@ import (
 var (
 	ErrUnknownRoom = errors.New("unknown room")
 	ErrBadEvent    = errors.New("bad event")
-	errRoomReset   = errors.New("room reset after a failed commit")
+	// ErrTooLarge is an event past the spec's 65536 bytes.
+	ErrTooLarge  = errors.New("event too large")
+	errRoomReset = errors.New("room reset after a failed commit")
 )
 
 // Forbidden is an event the Matrix auth rules (or the server's own rules
@@ -390,6 +392,10 @@ func (s *Service) build(version gomatrixserverlib.IRoomVersion, snap *Snapshot, 
 		pdu, err = version.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.Key)
 	}
 	if err != nil {
+		var invalid gomatrixserverlib.EventValidationError
+		if errors.As(err, &invalid) && invalid.Code == gomatrixserverlib.EventValidationTooLarge {
+			return nil, fmt.Errorf("%w: %v", ErrTooLarge, err)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
 	}
 	return pdu, nil

@@ -37,6 +37,8 @@ func TestBadInput(t *testing.T) {
 		base := baseURL(srv) + "/_matrix/client/v3"
 		roomPath := base + "/rooms/" + string(room.RoomID)
 		big := `{"body":"` + strings.Repeat("x", 2<<20) + `"}`
+		// Under the 1 MiB body limit, over the 65536 bytes of an event.
+		bigEvent := `{"body":"` + strings.Repeat("x", 70000) + `"}`
 
 		for _, tc := range []struct {
 			name, method, url, token, body string
@@ -66,6 +68,8 @@ func TestBadInput(t *testing.T) {
 			{"invite bad user id", "POST", roomPath + "/invite", tok, `{"user_id":"bob"}`, 400, "M_INVALID_PARAM"},
 			{"invite missing user id", "POST", roomPath + "/invite", tok, `{}`, 400, "M_MISSING_PARAM"},
 			{"oversized body", "PUT", roomPath + "/send/m.room.message/t4", tok, big, 413, "M_TOO_LARGE"},
+			{"oversized event", "PUT", roomPath + "/send/m.room.message/t7", tok, bigEvent, 413, "M_TOO_LARGE"},
+			{"oversized state event", "PUT", roomPath + "/state/m.room.topic/", tok, `{"topic":"` + strings.Repeat("x", 70000) + `"}`, 413, "M_TOO_LARGE"},
 			{"bad since token", "GET", base + "/sync?since=garbage", tok, "", 400, "M_INVALID_PARAM"},
 			{"bad dir", "GET", roomPath + "/messages?dir=x", tok, "", 400, "M_INVALID_PARAM"},
 			{"unknown endpoint", "GET", base + "/nope", tok, "", 404, "M_UNRECOGNIZED"},
