@@ -350,7 +350,10 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 	if initial {
 		lo = 0
 	}
-	evs, limited, err := s.rooms.RoomEvents(ctx, roomID, lo, cur, limit)
+	vis := s.visibility(ctx, dev.UserID, roomID)
+	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, lo, cur, limit, func(ev *rooms.Event) bool {
+		return tf.allowsEvent(ev) && vis.allows(ev)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -358,35 +361,35 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 		Timeline: timeline{Events: []json.RawMessage{}, Limited: limited}}
 	now := nowTime()
 	key := dev.key()
-	var shown []*rooms.Event
-	vis := s.visibility(ctx, dev.UserID, roomID)
-	for _, ev := range evs {
-		if tf.allowsEvent(ev) && vis.allows(ev) {
-			shown = append(shown, ev)
-		}
-	}
+	before := len(shown)
 	if shown, err = s.relatedOnly(ctx, tf, roomID, shown, cur); err != nil {
 		return nil, err
 	}
+	gap = gap || len(shown) < before
 	if jr.Timeline.Events, err = s.bundled(ctx, dev, roomID, shown, cur); err != nil {
 		return nil, err
 	}
-	if len(evs) > 0 {
-		jr.Timeline.PrevBatch = posToken(evs[0].Pos - 1)
+	// prev_batch is just before the first event shown, so that paging
+	// back from it reaches every event the timeline left out.
+	if len(shown) > 0 {
+		jr.Timeline.PrevBatch = posToken(shown[0].Pos - 1)
 	} else {
 		jr.Timeline.PrevBatch = posToken(cur)
 	}
 
 	// State: the whole state at the start of the timeline when the client
-	// has none (initial) or has a gap (limited).
-	if initial || limited {
+	// has none (initial) or may have missed some (a gap: events cut by the
+	// limit or dropped by the filter). The timeline starts at its first
+	// event shown: state events the filter kept out of it are in the state
+	// (the current state when nothing is shown).
+	if initial || gap {
 		var snap *rooms.Snapshot
-		if len(evs) > 0 {
+		if len(shown) > 0 {
 			version, err := s.rooms.Version(ctx, roomID)
 			if err != nil {
 				return nil, err
 			}
-			if snap, err = s.rooms.StateAt(ctx, version, evs[0].StateGroup); err != nil {
+			if snap, err = s.rooms.StateAt(ctx, version, shown[0].StateGroup); err != nil {
 				return nil, err
 			}
 		} else if snap, err = s.rooms.CurrentState(ctx, roomID); err != nil {
@@ -407,7 +410,13 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 			}
 		})
 		if initial {
-			jr.Summary = summarize(snap, dev.UserID)
+			// The summary counts the members now, not at the start of the
+			// timeline, whose joins may be in the timeline itself.
+			current, err := s.rooms.CurrentState(ctx, roomID)
+			if err != nil {
+				return nil, err
+			}
+			jr.Summary = summarize(current, dev.UserID)
 		}
 	}
 
@@ -573,26 +582,72 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 	if req.since == nil {
 		lo = 0
 	}
-	evs, limited, err := s.rooms.RoomEvents(ctx, roomID, min(lo, m.Pos), m.Pos, limit)
+	vis := s.visibility(ctx, req.dev.UserID, roomID)
+	shown, limited, _, err := s.filteredTimeline(ctx, roomID, min(lo, m.Pos), m.Pos, limit, func(ev *rooms.Event) bool {
+		return req.filter.Room.Timeline.allowsEvent(ev) && vis.allows(ev)
+	})
 	if err != nil {
 		return nil, err
 	}
 	lr := &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}, Limited: limited}}
-	vis := s.visibility(ctx, req.dev.UserID, roomID)
-	var shown []*rooms.Event
-	for _, ev := range evs {
-		if req.filter.Room.Timeline.allowsEvent(ev) && vis.allows(ev) {
-			shown = append(shown, ev)
-		}
-	}
 	if shown, err = s.relatedOnly(ctx, &req.filter.Room.Timeline, roomID, shown, m.Pos); err != nil {
 		return nil, err
 	}
 	if lr.Timeline.Events, err = s.bundled(ctx, req.dev, roomID, shown, m.Pos); err != nil {
 		return nil, err
 	}
-	if len(evs) > 0 {
-		lr.Timeline.PrevBatch = posToken(evs[0].Pos - 1)
+	if len(shown) > 0 {
+		lr.Timeline.PrevBatch = posToken(shown[0].Pos - 1)
 	}
 	return lr, nil
+}
+
+// A filtered timeline reads back through at most timelineRounds batches to
+// find the events its filter keeps: the first of limit events (all an
+// unfiltered timeline needs), then from timelineBatch events, doubling.
+const (
+	timelineRounds = 8
+	timelineBatch  = 32
+)
+
+// filteredTimeline returns the last limit events in (lo, hi] that keep
+// accepts, oldest first. limited is the spec's: more events keep accepts
+// are in the range than the limit let through (or the bounded search
+// stopped before the range's start). gap says the range holds any event
+// older than the first shown, kept or not: the client's state may then miss
+// something the timeline does not show. A timeline filtered by type must
+// still reach its limit, so when keep drops events it reads further back;
+// when keep drops nothing (no filter) it is the one read it always was.
+func (s *Server) filteredTimeline(ctx context.Context, roomID string, lo, hi int64, limit int, keep func(*rooms.Event) bool) (shown []*rooms.Event, limited, gap bool, err error) {
+	batch := limit
+	for round := 0; round < timelineRounds; round++ {
+		if round > 0 {
+			batch = max(batch*2, timelineBatch)
+		}
+		evs, more, err := s.rooms.RoomEvents(ctx, roomID, lo, hi, batch)
+		if err != nil {
+			return nil, false, false, err
+		}
+		if len(evs) == 0 {
+			break
+		}
+		hi = evs[0].Pos - 1
+		var kept []*rooms.Event
+		for _, ev := range evs {
+			if keep(ev) {
+				kept = append(kept, ev)
+			}
+		}
+		cut := false
+		if need := limit - len(shown); len(kept) > need {
+			kept, cut = kept[len(kept)-need:], true
+		}
+		shown = append(kept, shown...)
+		limited = more || cut
+		gap = more || len(shown) == 0 || evs[0] != shown[0]
+		if len(shown) >= limit || !more {
+			break
+		}
+	}
+	return shown, limited, gap, nil
 }
