@@ -68,6 +68,9 @@ type presenceEntry struct {
 	byHand   bool
 	syncing  int   // /sync requests in flight
 	lastSync int64 // unix ms the last /sync ended (or started)
+	// remote entries are another server's users, as their server tells:
+	// the sweep leaves them alone.
+	remote bool
 }
 
 // presenceView is one user's presence as /sync and GET show it.
@@ -198,6 +201,28 @@ func (p *Presence) Set(userID, presence string, statusMsg *string) (storage.Pres
 	return storage.PresenceState{UserID: userID, Presence: e.presence, StatusMsg: e.statusMsg, LastActiveTS: now}, changed
 }
 
+// SetRemote is another server's user's presence as their server sent it
+// (m.presence); it reports whether anything changed.
+func (p *Presence) SetRemote(userID, presence, statusMsg string, lastActiveAgo int64, active bool) bool {
+	switch presence {
+	case presOnline, presUnavailable, presOffline:
+	default:
+		return false
+	}
+	now := p.now().UnixMilli()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.entry(userID)
+	before := *e
+	e.remote, e.presence, e.statusMsg, e.active = true, presence, statusMsg, active
+	e.lastActive = now - max(lastActiveAgo, 0)
+	changed := before.presence != e.presence || before.statusMsg != e.statusMsg || before.active != e.active
+	if changed {
+		p.changed(e)
+	}
+	return changed
+}
+
 // Forget drops a user (a deactivated account).
 func (p *Presence) Forget(userID string) {
 	p.mu.Lock()
@@ -214,6 +239,8 @@ func (p *Presence) Sweep() []string {
 	var out []string
 	for id, e := range p.users {
 		switch {
+		case e.remote:
+			continue
 		case e.presence != presOffline && e.syncing == 0 && now-e.lastSync >= presenceOfflineAfter.Milliseconds() &&
 			now-e.lastActive >= presenceOfflineAfter.Milliseconds():
 			e.presence, e.active, e.byHand = presOffline, false, false

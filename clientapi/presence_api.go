@@ -161,6 +161,24 @@ func (s *Server) wakePresence(ctx context.Context, userID string) {
 		users = append(users, u)
 	}
 	s.rooms.Notifier().Wake(users...)
+	if s.remote != nil && s.rooms.IsLocal(userID) {
+		content := presenceContent(s.presence.Get(userID), time.Now())
+		content["user_id"] = userID
+		if err := s.remote.SendPresence(ctx, userID, content); err != nil {
+			s.log.Warn("presence for other servers", "user", userID, "err", err)
+		}
+	}
+}
+
+// ApplyRemotePresence is another server's user's presence (federation's
+// m.presence), shown to the local users sharing a room with them.
+func (s *Server) ApplyRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, active bool) {
+	if s.presence == nil {
+		return
+	}
+	if s.presence.SetRemote(userID, presence, statusMsg, lastActiveAgo, active) {
+		s.wakePresence(ctx, userID)
+	}
 }
 
 // roommates adds the users joined to the rooms userID is joined to.

@@ -137,6 +137,9 @@ type Remote interface {
 	SendDeviceListUpdate(ctx context.Context, userID string, streamID int64, deviceIDs []string) error
 	// DownloadMedia fetches another server's media.
 	DownloadMedia(ctx context.Context, server, mediaID string) (contentType, filename string, body io.ReadCloser, err error)
+	// SendPresence tells the servers sharing a room with a local user of
+	// their presence (content as m.presence carries it).
+	SendPresence(ctx context.Context, userID string, content map[string]any) error
 }
 
 // Deps are the services the client API runs on.

@@ -136,6 +136,8 @@ type Local interface {
 	ApplyReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
 	// RemoteDeviceListChanged marks another server's user's devices changed.
 	RemoteDeviceListChanged(ctx context.Context, userID string) error
+	// ApplyRemotePresence shows another server's user's presence.
+	ApplyRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, active bool)
 	// OpenMedia opens a local file of the media repository.
 	OpenMedia(ctx context.Context, mediaID string) (storage.MediaItem, io.ReadCloser, error)
 }

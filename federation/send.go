@@ -32,7 +32,7 @@ type edu struct {
 // typing and public read receipts to rooms the sender's user is joined to;
 // device list and signing key updates mark the user's devices changed for
 // local users sharing a room (their clients query the keys again);
-// presence is not taken yet (docs/federation.md).
+// presence is shown to the local users sharing a room.
 func (h txnHandler) send(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
 	txnID := vars(r)["txnId"]
 	var txn struct {
@@ -90,6 +90,24 @@ func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) erro
 		return nil
 	case "m.receipt":
 		h.receipts(ctx, origin, e.Content)
+		return nil
+	case "m.presence":
+		var c struct {
+			Push []struct {
+				UserID          string `json:"user_id"`
+				Presence        string `json:"presence"`
+				StatusMsg       string `json:"status_msg"`
+				LastActiveAgo   int64  `json:"last_active_ago"`
+				CurrentlyActive bool   `json:"currently_active"`
+			} `json:"push"`
+		}
+		if json.Unmarshal(e.Content, &c) == nil {
+			for _, p := range c.Push {
+				if ofOrigin(p.UserID, origin) {
+					h.local.ApplyRemotePresence(ctx, p.UserID, p.Presence, p.StatusMsg, p.LastActiveAgo, p.CurrentlyActive)
+				}
+			}
+		}
 		return nil
 	case "m.device_list_update", "m.signing_key_update":
 		var c struct {
@@ -256,23 +274,9 @@ func (f *Federation) sendRoomEDU(ctx context.Context, roomID, typ string, conten
 // their devices changed: an m.device_list_update per device named (or per
 // device they have), with its keys, or marked deleted when it is gone.
 func (f *Federation) SendDeviceListUpdate(ctx context.Context, userID string, streamID int64, deviceIDs []string) error {
-	memberships, err := f.rooms.UserRooms(ctx, userID)
-	if err != nil {
+	servers, err := f.sharingServers(ctx, userID)
+	if err != nil || len(servers) == 0 {
 		return err
-	}
-	var servers []string
-	for roomID, m := range memberships {
-		if m.Membership != spec.Join {
-			continue
-		}
-		for _, s := range f.rooms.Servers(ctx, roomID) {
-			if !slices.Contains(servers, s) && f.allowed(ctx, s) == nil {
-				servers = append(servers, s)
-			}
-		}
-	}
-	if len(servers) == 0 {
-		return nil
 	}
 	if len(deviceIDs) == 0 {
 		devices, err := f.store.ListDevices(ctx, userID)
@@ -313,4 +317,47 @@ func (f *Federation) SendDeviceListUpdate(ctx context.Context, userID string, st
 		}
 	}
 	return f.sender.enqueue(ctx, items)
+}
+
+// SendPresence tells the servers sharing a room with userID of their
+// presence (m.presence).
+func (f *Federation) SendPresence(ctx context.Context, userID string, content map[string]any) error {
+	servers, err := f.sharingServers(ctx, userID)
+	if err != nil || len(servers) == 0 {
+		return err
+	}
+	c, err := json.Marshal(map[string]any{"push": []any{content}})
+	if err != nil {
+		return err
+	}
+	payload, err := json.Marshal(edu{Type: "m.presence", Content: c})
+	if err != nil {
+		return err
+	}
+	items := make([]storage.OutboundItem, 0, len(servers))
+	for _, s := range servers {
+		items = append(items, storage.OutboundItem{Destination: s, Kind: "edu", Payload: payload})
+	}
+	return f.sender.enqueue(ctx, items)
+}
+
+// sharingServers are the allowed servers with members in a room userID is
+// joined to.
+func (f *Federation) sharingServers(ctx context.Context, userID string) ([]string, error) {
+	memberships, err := f.rooms.UserRooms(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var servers []string
+	for roomID, m := range memberships {
+		if m.Membership != spec.Join {
+			continue
+		}
+		for _, s := range f.rooms.Servers(ctx, roomID) {
+			if !slices.Contains(servers, s) && f.allowed(ctx, s) == nil {
+				servers = append(servers, s)
+			}
+		}
+	}
+	return servers, nil
 }

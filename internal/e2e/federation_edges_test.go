@@ -326,6 +326,19 @@ func TestFederatedDeviceLists(t *testing.T) {
 			t.Fatalf("keys/upload: %d %+v", code, me)
 		}
 		waitFor(t, alice, since, func(r *mautrix.RespSync) bool { return slices.Contains(r.DeviceLists.Changed, bob.UserID) })
+		// bob's presence reaches alice too.
+		if code, me := do(t, http.DefaultClient, "PUT", baseURL(cities[b].srv)+"/_matrix/client/v3/presence/"+url.PathEscape(string(bob.UserID))+"/status",
+			bob.AccessToken, map[string]string{"presence": "unavailable", "status_msg": "会議中"}, nil); code != 200 {
+			t.Fatalf("presence: %d %+v", code, me)
+		}
+		since = waitFor(t, alice, since, func(r *mautrix.RespSync) bool {
+			for _, ev := range r.Presence.Events {
+				if ev.Sender == bob.UserID && ev.Content.Raw["status_msg"] == "会議中" && ev.Content.Raw["presence"] == "unavailable" {
+					return true
+				}
+			}
+			return false
+		})
 		// And alice's client, querying, finds the new device through city-a.
 		var q struct {
 			DeviceKeys map[string]map[string]json.RawMessage `json:"device_keys"`
