@@ -1,5 +1,5 @@
 # machi — see README.md.
-.PHONY: build run test bench
+.PHONY: build run test bench interop
 
 build:
 	go build -o bin/machi ./cmd/machi
@@ -14,3 +14,8 @@ test:
 
 bench:
 	scripts/bench.sh
+
+# machi and Dendrite in one joint committee (builds Dendrite 0.15.2 from the
+# module proxy in a temp folder; says so and passes when it cannot).
+interop:
+	scripts/interop.sh

@@ -46,3 +46,6 @@ export MACHI_REQUIRE_CHROMIUM=1
 
 go vet ./...
 go test -count=1 -timeout 30m ./...
+
+# Interop with Dendrite (make interop), when it can be had here.
+scripts/interop.sh
