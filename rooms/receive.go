@@ -98,9 +98,14 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 	}
 	if before != r.snap {
 		// Soft failure: allowed where it was sent from, but not by the
-		// room as it is now (say, its sender was banned meanwhile).
+		// room as it is now (say, its sender was banned meanwhile). It is
+		// kept, as an outlier, for the events that build on it, but it
+		// joins no timeline and no forward extremity.
 		if err := gomatrixserverlib.Allowed(pdu, authProvider{r.snap}, userIDForSender); err != nil {
-			return nil, nil, &Forbidden{Reason: "not allowed by the room's current state: " + err.Error()}
+			if err := s.storeSoftFailed(ctx, r, pdu, beforeGroup); err != nil {
+				return nil, nil, err
+			}
+			return nil, nil, &Forbidden{Reason: "soft-failed: not allowed by the room's current state: " + err.Error()}
 		}
 	}
 	if d := s.policy.CheckEvent(ctx, policy.EventInput{
@@ -180,6 +185,26 @@ func sameServer(a, b string) bool {
 	ua, err1 := spec.NewUserID(a, true)
 	ub, err2 := spec.NewUserID(b, true)
 	return err1 == nil && err2 == nil && ua.Domain() == ub.Domain()
+}
+
+// storeSoftFailed keeps a soft-failed event as an outlier (below stream
+// position 0) with the state before it, committed directly: it changes
+// nothing of the room in memory.
+func (s *Service) storeSoftFailed(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, before groupRef) error {
+	ev, err := newEvent(pdu, s.outlierSeq.Add(-1), before.id, nil)
+	if err != nil {
+		return err
+	}
+	row := ev.row()
+	row.Outlier = true
+	c := storage.EventCommit{Event: row, Latest: r.latest, Depth: r.depth, StateGroup: r.group}
+	if before.g != nil {
+		c.ExtraGroups = []*storage.StateGroup{before.g}
+	}
+	if err := s.store.CommitEvents(ctx, []storage.EventCommit{c}); err != nil {
+		return fmt.Errorf("store soft-failed event: %w", err)
+	}
+	return nil
 }
 
 func actorOr(a policy.Actor) policy.Actor {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/png"
 	"io"
@@ -281,6 +282,31 @@ func TestFederationBadInput(t *testing.T) {
 		} {
 			if code, ec := get(path, nil); code < 400 || code >= 500 || ec != want {
 				t.Errorf("GET %s: %d %s, want %s", path, code, ec, want)
+			}
+		}
+
+		// Soft failure: bob is banned on city-a; an event of his built on
+		// the room as it was before (allowed there) is kept out of the
+		// timeline, and later events still build on it.
+		if _, err := alice.BanUser(ctxT(t), room.RoomID, &mautrix.ReqBanUser{UserID: bob.UserID, Reason: "テスト"}); err != nil {
+			t.Fatal(err)
+		}
+		late := build(string(bob.UserID), "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "追放後"}, key)
+		code, out = sendTxn("events-2", txn(late.JSON()), true)
+		results, _ = out["pdus"].(map[string]any)
+		if r, _ := results[late.EventID()].(map[string]any); code != 200 || !strings.Contains(fmt.Sprint(r["error"]), "soft-failed") {
+			t.Fatalf("soft-failed event: %d %v", code, out)
+		}
+		if _, err := alice.SendText(ctxT(t), room.RoomID, "その後"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err = alice.Messages(ctxT(t), room.RoomID, "", "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range resp.Chunk {
+			if b, _ := ev.Content.Raw["body"].(string); b == "追放後" {
+				t.Fatal("a soft-failed event is in the timeline")
 			}
 		}
 

@@ -148,6 +148,16 @@ func TestFederationKeysProfilesAndAllowList(t *testing.T) {
 		if code != 403 || me.Code != "M_FORBIDDEN" || !strings.Contains(me.Msg, "not allowed") {
 			t.Fatalf("city-c asking city-a: %d %+v", code, me)
 		}
+		// Nor can city-c's users join city-a's rooms, or send to them.
+		open, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, me = do(t, http.DefaultClient, "POST", baseURL(cities[c].srv)+"/_matrix/client/v3/join/"+string(open.RoomID)+"?server_name="+a,
+			carol.AccessToken, map[string]any{}, nil)
+		if code != 403 || me.Code != "M_FORBIDDEN" {
+			t.Fatalf("city-c joining city-a's room: %d %+v", code, me)
+		}
 		if n := strangerConns.Load(); n != 0 {
 			t.Fatalf("city-a opened %d connections to city-c", n)
 		}
