@@ -432,19 +432,26 @@ func (s *Service) resolve(ctx context.Context, version gomatrixserverlib.IRoomVe
 	}
 	byID := map[string]*Event{}
 	var stateEvents []gomatrixserverlib.PDU
+	sets := make([][]gomatrixserverlib.PDU, 0, len(snaps))
 	for _, snap := range snaps {
+		set := make([]gomatrixserverlib.PDU, 0, len(snap.events))
 		for _, ev := range snap.events {
+			set = append(set, ev.PDU)
 			if _, ok := byID[ev.ID()]; !ok {
 				byID[ev.ID()] = ev
 				stateEvents = append(stateEvents, ev.PDU)
 			}
 		}
+		sets = append(sets, set)
 	}
 	authChain, err := s.authChain(ctx, version, stateEvents)
 	if err != nil {
 		return nil, err
 	}
-	resolved, err := gomatrixserverlib.ResolveConflicts(version.Version(), stateEvents, authChain, userIDForSender,
+	// By state sets, so that a piece of state some branches lack counts
+	// as conflicted, as the spec's resolution (v2, and v2.1 for room v12)
+	// defines it.
+	resolved, err := gomatrixserverlib.ResolveConflictsNew(version.Version(), sets, authChain, userIDForSender,
 		func(string) bool { return false })
 	if err != nil {
 		return nil, fmt.Errorf("resolve state: %w", err)
