@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -216,35 +215,6 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]string{"room_id": roomID})
 }
 
-// joinRemote joins a room this server is not in through the servers the
-// client named (server_name, via) or the one in the room ID. The city's
-// policy decides first, as for any join.
-func (s *Server) joinRemote(r *http.Request, dev *Device, roomID, reason string, via []string) error {
-	content, err := s.memberContent(r.Context(), dev.UserID, spec.Join, reason)
-	if err != nil {
-		return err
-	}
-	if d := s.policy.CheckEvent(r.Context(), policy.EventInput{Sender: dev.UserID, RoomID: roomID, Type: spec.MRoomMember,
-		StateKey: &dev.UserID, Content: content, Actor: dev.actor()}); d != nil {
-		return d
-	}
-	servers := s.remote.InviteServers(r.Context(), dev.UserID, roomID)
-	q := r.URL.Query()
-	for _, sv := range slices.Concat(q["server_name"], q["via"], via) {
-		if !slices.Contains(servers, sv) {
-			servers = append(servers, sv)
-		}
-	}
-	if _, server, ok := strings.Cut(roomID, ":"); ok && !slices.Contains(servers, server) {
-		servers = append(servers, server)
-	}
-	var c map[string]any
-	if err := json.Unmarshal(content, &c); err != nil {
-		return err
-	}
-	return s.remote.JoinRoom(r.Context(), dev.UserID, roomID, servers, c)
-}
-
 type targetRequest struct {
 	UserID string `json:"user_id"`
 	Reason string `json:"reason"`
@@ -327,24 +297,6 @@ func (s *Server) handleMembership(action string) http.HandlerFunc {
 		}
 		writeJSON(w, 200, map[string]any{})
 	}
-}
-
-// inviteRemote invites another server's user: their server signs the
-// invite before it is committed.
-func (s *Server) inviteRemote(r *http.Request, dev *Device, roomID, target, reason string) error {
-	if s.remote == nil {
-		return errForbidden("%s is on another server, and this server does not federate", target)
-	}
-	content, err := s.memberContent(r.Context(), target, spec.Invite, reason)
-	if err != nil {
-		return err
-	}
-	return s.remote.Invite(r.Context(), dev.actor(), roomID, dev.UserID, target, content)
-}
-
-func (s *Server) knowsRoom(r *http.Request, roomID string) bool {
-	_, err := s.rooms.Version(r.Context(), roomID)
-	return err == nil
 }
 
 // handleForget serves POST /rooms/{roomId}/forget.
