@@ -260,12 +260,9 @@ func (s *Service) stateBefore(ctx context.Context, r *room, pdu gomatrixserverli
 	}
 	var snaps []*Snapshot
 	for _, prev := range evs {
-		snap, err := s.StateAt(ctx, r.version, prev.StateGroup)
+		snap, err := s.stateAfter(ctx, r.version, prev)
 		if err != nil {
 			return nil, groupRef{}, err
-		}
-		if prev.IsState() {
-			snap = snap.with(prev)
 		}
 		snaps = append(snaps, snap)
 	}
@@ -395,14 +392,7 @@ func (s *Service) stateAfterEvent(ctx context.Context, version gomatrixserverlib
 	if len(evs) == 0 {
 		return nil, fmt.Errorf("forward extremity %s is not stored", id)
 	}
-	snap, err := s.StateAt(ctx, version, evs[0].StateGroup)
-	if err != nil {
-		return nil, err
-	}
-	if evs[0].IsState() {
-		snap = snap.with(evs[0])
-	}
-	return snap, nil
+	return s.stateAfter(ctx, version, evs[0])
 }
 
 // sameState reports whether a and b hold the same events.

@@ -245,6 +245,11 @@ func (s *Service) StateAfter(ctx context.Context, ev *Event) (*Snapshot, error) 
 	if err != nil {
 		return nil, err
 	}
+	return s.stateAfter(ctx, version, ev)
+}
+
+// stateAfter is StateAfter for a room whose version the caller has.
+func (s *Service) stateAfter(ctx context.Context, version gomatrixserverlib.IRoomVersion, ev *Event) (*Snapshot, error) {
 	snap, err := s.StateAt(ctx, version, ev.StateGroup)
 	if err != nil {
 		return nil, err
