@@ -134,12 +134,11 @@ func (f *Federation) Invite(ctx context.Context, actor policy.Actor, roomID, sen
 // a leave for the origin's user (who may be refusing an invite) to sign.
 func (f *Federation) handleMakeLeave(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
 	v := vars(r)
-	uid, err := spec.NewUserID(v["userId"], true)
-	if err != nil || uid.Domain() != origin {
+	if !ofOrigin(v["userId"], origin) {
 		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s may only make leaves for its own users", origin))
 		return
 	}
-	proto, version, err := f.rooms.MembershipTemplate(r.Context(), v["roomId"], uid.String(), spec.Leave)
+	proto, version, err := f.rooms.MembershipTemplate(r.Context(), v["roomId"], v["userId"], spec.Leave)
 	if err != nil {
 		writeError(w, err)
 		return

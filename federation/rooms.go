@@ -34,12 +34,11 @@ func userIDForSender(_ spec.RoomID, sender spec.SenderID) (*spec.UserID, error) 
 // a join event for the origin's user to sign, if the room would let them in.
 func (f *Federation) handleMakeJoin(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
 	v := vars(r)
-	uid, err := spec.NewUserID(v["userId"], true)
-	if err != nil || uid.Domain() != origin {
+	if !ofOrigin(v["userId"], origin) {
 		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s may only make joins for its own users", origin))
 		return
 	}
-	proto, version, err := f.rooms.MembershipTemplate(r.Context(), v["roomId"], uid.String(), spec.Join)
+	proto, version, err := f.rooms.MembershipTemplate(r.Context(), v["roomId"], v["userId"], spec.Join)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -274,38 +273,18 @@ func (f *Federation) handleMissingEvents(w http.ResponseWriter, r *http.Request,
 	if limit <= 0 || limit > maxMissing {
 		limit = min(max(limit, 10), maxMissing)
 	}
-	stop := map[string]bool{}
-	for _, id := range req.Earliest {
-		stop[id] = true
-	}
+	// The latest events themselves are not sent, only what comes before.
 	seen := map[string]bool{}
-	var out []json.RawMessage
-	frontier := req.Latest
-	for len(frontier) > 0 && len(out) < limit {
-		var next []string
-		for _, id := range frontier {
-			ev, err := f.rooms.Event(r.Context(), id)
-			if err != nil || ev.RoomID() != roomID {
-				continue
-			}
-			for _, prev := range ev.PDU.PrevEventIDs() {
-				if stop[prev] || seen[prev] {
-					continue
-				}
-				seen[prev] = true
-				pe, err := f.rooms.Event(r.Context(), prev)
-				if err != nil || pe.RoomID() != roomID || pe.PDU.Depth() < req.MinDepth {
-					continue
-				}
-				out = append(out, pe.PDU.JSON())
-				next = append(next, prev)
-				if len(out) == limit {
-					break
-				}
-			}
-		}
-		frontier = next
+	var from []string
+	for _, id := range slices.Concat(req.Earliest, req.Latest) {
+		seen[id] = true
 	}
+	for _, id := range req.Latest {
+		if ev, err := f.rooms.Event(r.Context(), id); err == nil && ev.RoomID() == roomID {
+			from = append(from, ev.PDU.PrevEventIDs()...)
+		}
+	}
+	out := pduJSONs(f.walkBack(r.Context(), roomID, from, seen, req.MinDepth, limit))
 	slices.Reverse(out)
 	writeJSON(w, http.StatusOK, map[string]any{"events": out})
 }
@@ -355,27 +334,32 @@ func (f *Federation) handleBackfill(w http.ResponseWriter, r *http.Request, orig
 		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "%s is not in this room", origin))
 		return
 	}
-	limit = min(limit, 100)
-	seen := map[string]bool{}
+	out := f.walkBack(r.Context(), roomID, from, map[string]bool{}, 0, min(limit, 100))
+	writeJSON(w, http.StatusOK, map[string]any{"origin": f.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(f.now()), "pdus": pduJSONs(out)})
+}
+
+// walkBack visits the room's events from ids back through their
+// prev_events, breadth first, skipping those in seen and those below
+// minDepth, and returns up to limit of them, newest first.
+func (f *Federation) walkBack(ctx context.Context, roomID string, ids []string, seen map[string]bool, minDepth int64, limit int) []gomatrixserverlib.PDU {
 	var out []gomatrixserverlib.PDU
-	frontier := from
-	for len(frontier) > 0 && len(out) < limit {
+	for len(ids) > 0 && len(out) < limit {
 		var next []string
-		for _, id := range frontier {
+		for _, id := range ids {
 			if seen[id] || len(out) == limit {
 				continue
 			}
 			seen[id] = true
-			ev, err := f.rooms.Event(r.Context(), id)
-			if err != nil || ev.RoomID() != roomID {
+			ev, err := f.rooms.Event(ctx, id)
+			if err != nil || ev.RoomID() != roomID || ev.PDU.Depth() < minDepth {
 				continue
 			}
 			out = append(out, ev.PDU)
 			next = append(next, ev.PDU.PrevEventIDs()...)
 		}
-		frontier = next
+		ids = next
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"origin": f.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(f.now()), "pdus": pduJSONs(out)})
+	return out
 }
 
 // Backfill fetches up to limit events of the room's history before the

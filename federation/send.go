@@ -133,7 +133,7 @@ func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) erro
 		h.f.log.Info("federation: malformed to-device EDU", "origin", origin)
 		return nil // one bad EDU does not fail the transaction
 	}
-	if uid, err := spec.NewUserID(c.Sender, true); err != nil || uid.Domain() != origin {
+	if !ofOrigin(c.Sender, origin) {
 		h.f.log.Info("federation: to-device EDU from a user not of its origin", "origin", origin, "sender", c.Sender)
 		return nil
 	}
@@ -142,7 +142,7 @@ func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) erro
 	}
 	mine := map[string]map[string]json.RawMessage{}
 	for u, byDevice := range c.Messages {
-		if uid, err := spec.NewUserID(u, true); err == nil && uid.Domain() == h.f.cfg.ServerName {
+		if ofOrigin(u, h.f.cfg.ServerName) {
 			mine[u] = byDevice
 		}
 	}
@@ -157,7 +157,7 @@ func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) erro
 }
 
 // ofOrigin reports whether userID is a user of origin: a server speaks
-// only for its own users.
+// only for its own users (and this one answers only for its own).
 func ofOrigin(userID string, origin spec.ServerName) bool {
 	uid, err := spec.NewUserID(userID, true)
 	return err == nil && uid.Domain() == origin
@@ -217,11 +217,7 @@ func (f *Federation) SendToDevice(ctx context.Context, sender, eventType, messag
 		if d := f.allowed(ctx, server); d != nil {
 			continue
 		}
-		content, err := json.Marshal(map[string]any{"sender": sender, "type": eventType, "message_id": messageID, "messages": msgs})
-		if err != nil {
-			return err
-		}
-		payload, err := json.Marshal(edu{Type: "m.direct_to_device", Content: content})
+		payload, err := eduPayload("m.direct_to_device", map[string]any{"sender": sender, "type": eventType, "message_id": messageID, "messages": msgs})
 		if err != nil {
 			return err
 		}
@@ -249,25 +245,13 @@ func (f *Federation) SendReceipt(ctx context.Context, roomID, userID, eventID, t
 
 // sendRoomEDU queues an EDU for every other server in the room.
 func (f *Federation) sendRoomEDU(ctx context.Context, roomID, typ string, content any) error {
-	servers := f.rooms.Servers(ctx, roomID)
-	if len(servers) == 0 {
-		return nil
-	}
-	c, err := json.Marshal(content)
-	if err != nil {
-		return err
-	}
-	payload, err := json.Marshal(edu{Type: typ, Content: c})
-	if err != nil {
-		return err
-	}
-	items := make([]storage.OutboundItem, 0, len(servers))
-	for _, server := range servers {
+	var allowed []string
+	for _, server := range f.rooms.Servers(ctx, roomID) {
 		if f.allowed(ctx, server) == nil {
-			items = append(items, storage.OutboundItem{Destination: server, Kind: "edu", Payload: payload})
+			allowed = append(allowed, server)
 		}
 	}
-	return f.sender.enqueue(ctx, items)
+	return f.queueEDU(ctx, typ, content, allowed)
 }
 
 // SendDeviceListUpdate tells the servers sharing a room with userID that
@@ -304,11 +288,7 @@ func (f *Federation) SendDeviceListUpdate(ctx context.Context, userID string, st
 		} else {
 			c["deleted"] = true
 		}
-		content, err := json.Marshal(c)
-		if err != nil {
-			return err
-		}
-		payload, err := json.Marshal(edu{Type: "m.device_list_update", Content: content})
+		payload, err := eduPayload("m.device_list_update", c)
 		if err != nil {
 			return err
 		}
@@ -326,19 +306,7 @@ func (f *Federation) SendPresence(ctx context.Context, userID string, content ma
 	if err != nil || len(servers) == 0 {
 		return err
 	}
-	c, err := json.Marshal(map[string]any{"push": []any{content}})
-	if err != nil {
-		return err
-	}
-	payload, err := json.Marshal(edu{Type: "m.presence", Content: c})
-	if err != nil {
-		return err
-	}
-	items := make([]storage.OutboundItem, 0, len(servers))
-	for _, s := range servers {
-		items = append(items, storage.OutboundItem{Destination: s, Kind: "edu", Payload: payload})
-	}
-	return f.sender.enqueue(ctx, items)
+	return f.queueEDU(ctx, "m.presence", map[string]any{"push": []any{content}}, servers)
 }
 
 // sharingServers are the allowed servers with members in a room userID is
@@ -360,4 +328,29 @@ func (f *Federation) sharingServers(ctx context.Context, userID string) ([]strin
 		}
 	}
 	return servers, nil
+}
+
+// eduPayload is an EDU of typ with content, as the outbox keeps it.
+func eduPayload(typ string, content any) ([]byte, error) {
+	c, err := json.Marshal(content)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(edu{Type: typ, Content: c})
+}
+
+// queueEDU queues one EDU for each of servers (already allowed).
+func (f *Federation) queueEDU(ctx context.Context, typ string, content any, servers []string) error {
+	if len(servers) == 0 {
+		return nil
+	}
+	payload, err := eduPayload(typ, content)
+	if err != nil {
+		return err
+	}
+	items := make([]storage.OutboundItem, 0, len(servers))
+	for _, server := range servers {
+		items = append(items, storage.OutboundItem{Destination: server, Kind: "edu", Payload: payload})
+	}
+	return f.sender.enqueue(ctx, items)
 }

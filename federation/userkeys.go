@@ -96,10 +96,7 @@ func allLocal[V any](k keysHandlers, w http.ResponseWriter, users map[string]V) 
 	return true
 }
 
-func (k keysHandlers) isLocal(userID string) bool {
-	uid, err := spec.NewUserID(userID, true)
-	return err == nil && uid.Domain() == k.f.cfg.ServerName
-}
+func (k keysHandlers) isLocal(userID string) bool { return ofOrigin(userID, k.f.cfg.ServerName) }
 
 // QueryKeys asks server for its users' keys (user → devices).
 func (f *Federation) QueryKeys(ctx context.Context, server string, want map[string][]string) (KeysResult, error) {
