@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+
+	"github.com/gorilla/mux"
 )
 
 // Push rules. Every user has the spec's server-default rules ("Predefined
@@ -182,78 +184,127 @@ func (s *Server) savePushRules(ctx context.Context, userID string, rules *pushRu
 	return s.putAccountData(ctx, userID, "", "m.push_rules", b)
 }
 
-// handlePushRules serves GET /pushrules/, /pushrules/global/,
-// /pushrules/global/{kind}/{ruleId} and its /enabled and /actions.
+// pushRulePath is a path under /pushrules/, parsed one segment at a time
+// (the path is matched encoded, so a %2F in a rule ID stays inside it):
+// "" is every rule, "global/" a scope, "global/room/" a kind, then a rule
+// and one of its attributes. A listing needs its trailing slash, as the
+// spec writes the paths; without it the path names nothing.
+type pushRulePath struct {
+	scope, kind, ruleID, attr string
+	depth                     int  // 0 all, 1 scope, 2 kind, 3 rule, 4 attribute
+	listing                   bool // ends in "/": the scope's or kind's rules
+}
+
+func parsePushRulePath(raw string) (pushRulePath, error) {
+	var p pushRulePath
+	if raw == "" {
+		p.listing = true
+		return p, nil
+	}
+	segs := strings.Split(raw, "/")
+	if segs[len(segs)-1] == "" && len(segs) <= 3 {
+		p.listing = true
+		segs = segs[:len(segs)-1]
+	}
+	if len(segs) > 4 {
+		return p, errInvalidParam("a push rule path has a scope, a kind, a rule ID and an attribute at most")
+	}
+	for i, seg := range segs {
+		u, err := pathUnescape(seg)
+		if err != nil {
+			return p, errInvalidParam("bad escape in the push rule path")
+		}
+		segs[i] = u
+	}
+	p.depth = len(segs)
+	fields := []*string{&p.scope, &p.kind, &p.ruleID, &p.attr}
+	for i, seg := range segs {
+		*fields[i] = seg
+	}
+	if p.scope != "global" {
+		return p, errInvalidParam("unknown push rule scope %q", p.scope)
+	}
+	if p.depth >= 2 && (&pushRuleset{}).list(p.kind) == nil {
+		return p, errInvalidParam("unknown push rule kind %q", p.kind)
+	}
+	if p.depth == 4 && p.attr != "enabled" && p.attr != "actions" {
+		return p, errInvalidParam("unknown push rule attribute %q", p.attr)
+	}
+	return p, nil
+}
+
+// handlePushRules serves PUT, GET and DELETE under /pushrules/.
 func (s *Server) handlePushRules(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePushRulePath(mux.Vars(r)["path"])
+	if err == nil && r.Method != http.MethodGet {
+		switch {
+		case p.depth < 2:
+			err = errInvalidParam("a push rule path needs a scope and a kind")
+		case p.depth == 2 && p.listing:
+			err = errInvalidParam("the rule ID is empty")
+		case p.depth == 2:
+			err = errInvalidParam("a push rule path needs a rule ID")
+		case p.depth == 4 && r.Method == http.MethodDelete:
+			err = newErr(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "a rule's attributes cannot be deleted")
+		}
+	}
+	if err == nil && r.Method == http.MethodGet && (p.depth == 1 || p.depth == 2) && !p.listing {
+		err = errInvalidParam("a push rule listing ends in a slash")
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	dev := DeviceFrom(r.Context())
 	rules, err := s.pushRules(r.Context(), dev.UserID)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	v := vars(r)
-	scope, kind, ruleID, attr := v["scope"], v["kind"], v["ruleId"], v["attr"]
-	if scope == "" {
+	var list *[]pushRule
+	if p.depth >= 2 {
+		list = rules.list(p.kind)
+	}
+	switch {
+	case r.Method == http.MethodPut && p.depth == 3:
+		s.putPushRule(w, r, rules, list, p)
+	case r.Method == http.MethodPut:
+		s.putPushRuleAttr(w, r, rules, list, p)
+	case r.Method == http.MethodDelete:
+		s.deletePushRule(w, r, rules, list, p.ruleID)
+	case p.depth == 0:
 		writeJSON(w, http.StatusOK, map[string]any{"global": rules})
-		return
-	}
-	if scope != "global" {
-		writeError(w, errInvalidParam("unknown push rule scope %q", scope))
-		return
-	}
-	if kind == "" {
+	case p.depth == 1:
 		writeJSON(w, http.StatusOK, rules)
-		return
+	case p.depth == 2:
+		writeJSON(w, http.StatusOK, *list)
+	default:
+		s.getPushRule(w, list, p)
 	}
-	list := rules.list(kind)
-	if list == nil {
-		writeError(w, errInvalidParam("unknown push rule kind %q", kind))
-		return
-	}
+}
+
+func (s *Server) getPushRule(w http.ResponseWriter, list *[]pushRule, p pushRulePath) {
 	for _, rule := range *list {
-		if rule.RuleID != ruleID {
+		if rule.RuleID != p.ruleID {
 			continue
 		}
-		switch attr {
+		switch p.attr {
 		case "":
 			writeJSON(w, http.StatusOK, rule)
 		case "enabled":
 			writeJSON(w, http.StatusOK, map[string]bool{"enabled": rule.Enabled})
 		case "actions":
 			writeJSON(w, http.StatusOK, map[string]any{"actions": rule.Actions})
-		default:
-			writeError(w, newErr(http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized request"))
 		}
 		return
 	}
-	writeError(w, errNotFound("no push rule %q", ruleID))
+	writeError(w, errNotFound("no push rule %q", p.ruleID))
 }
 
-// pushRuleTarget parses the path of a rule to change.
-func (s *Server) pushRuleTarget(r *http.Request) (rules *pushRuleset, list *[]pushRule, ruleID string, err error) {
-	dev := DeviceFrom(r.Context())
-	v := vars(r)
-	if v["scope"] != "global" {
-		return nil, nil, "", errInvalidParam("unknown push rule scope %q", v["scope"])
-	}
-	if rules, err = s.pushRules(r.Context(), dev.UserID); err != nil {
-		return nil, nil, "", err
-	}
-	if list = rules.list(v["kind"]); list == nil {
-		return nil, nil, "", errInvalidParam("unknown push rule kind %q", v["kind"])
-	}
-	return rules, list, v["ruleId"], nil
-}
-
-// handlePutPushRule serves PUT /pushrules/global/{kind}/{ruleId}[?before|after]:
+// putPushRule serves PUT /pushrules/global/{kind}/{ruleId}[?before|after]:
 // a user-defined rule, created or replaced.
-func (s *Server) handlePutPushRule(w http.ResponseWriter, r *http.Request) {
-	rules, list, ruleID, err := s.pushRuleTarget(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	kind := vars(r)["kind"]
+func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request, rules *pushRuleset, list *[]pushRule, p pushRulePath) {
+	kind, ruleID := p.kind, p.ruleID
 	var req struct {
 		Actions    []any           `json:"actions"`
 		Conditions []pushCondition `json:"conditions"`
@@ -362,13 +413,8 @@ func checkActions(actions []any) error {
 	return nil
 }
 
-// handleDeletePushRule serves DELETE /pushrules/global/{kind}/{ruleId}.
-func (s *Server) handleDeletePushRule(w http.ResponseWriter, r *http.Request) {
-	rules, list, ruleID, err := s.pushRuleTarget(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+// deletePushRule serves DELETE /pushrules/global/{kind}/{ruleId}.
+func (s *Server) deletePushRule(w http.ResponseWriter, r *http.Request, rules *pushRuleset, list *[]pushRule, ruleID string) {
 	for i, x := range *list {
 		if x.RuleID != ruleID {
 			continue
@@ -388,13 +434,9 @@ func (s *Server) handleDeletePushRule(w http.ResponseWriter, r *http.Request) {
 	writeError(w, errNotFound("no push rule %q", ruleID))
 }
 
-// handlePutPushRuleAttr serves PUT …/{ruleId}/enabled and …/actions.
-func (s *Server) handlePutPushRuleAttr(w http.ResponseWriter, r *http.Request) {
-	rules, list, ruleID, err := s.pushRuleTarget(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+// putPushRuleAttr serves PUT …/{ruleId}/enabled and …/actions.
+func (s *Server) putPushRuleAttr(w http.ResponseWriter, r *http.Request, rules *pushRuleset, list *[]pushRule, p pushRulePath) {
+	ruleID := p.ruleID
 	var req struct {
 		Enabled *bool `json:"enabled"`
 		Actions []any `json:"actions"`
@@ -403,7 +445,7 @@ func (s *Server) handlePutPushRuleAttr(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	attr := vars(r)["attr"]
+	attr := p.attr
 	for i := range *list {
 		x := &(*list)[i]
 		if x.RuleID != ruleID {
@@ -426,9 +468,6 @@ func (s *Server) handlePutPushRuleAttr(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			x.Actions = req.Actions
-		default:
-			writeError(w, newErr(http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized request"))
-			return
 		}
 		if err := s.savePushRules(r.Context(), DeviceFrom(r.Context()).UserID, rules); err != nil {
 			writeError(w, err)

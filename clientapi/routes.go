@@ -56,15 +56,12 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "POST", "/rooms/{roomId}/forget", auth, s.handleForget)
 	s.handle(r, "POST", "/rooms/{roomId}/upgrade", auth, s.handleUpgrade)
 	s.handle(r, "GET", "/joined_rooms", auth, s.handleJoinedRooms)
-	for _, p := range []string{"/pushrules/", "/pushrules", "/pushrules/{scope}/", "/pushrules/{scope}", "/pushrules/{scope}/{kind}/{ruleId}", "/pushrules/{scope}/{kind}/{ruleId}/{attr}"} {
-		s.handle(r, "GET", p, auth, s.handlePushRules)
+	for _, method := range []string{"GET", "PUT", "DELETE"} {
+		s.handle(r, method, "/pushrules/{path:.*}", auth, s.handlePushRules)
 	}
 	s.handle(r, "GET", "/pushers", auth, s.handleGetPushers)
 	s.handle(r, "POST", "/pushers/set", auth, s.handleSetPusher)
 	s.handle(r, "GET", "/notifications", auth, s.handleNotifications)
-	s.handle(r, "PUT", "/pushrules/{scope}/{kind}/{ruleId}", auth, s.handlePutPushRule)
-	s.handle(r, "DELETE", "/pushrules/{scope}/{kind}/{ruleId}", auth, s.handleDeletePushRule)
-	s.handle(r, "PUT", "/pushrules/{scope}/{kind}/{ruleId}/{attr}", auth, s.handlePutPushRuleAttr)
 	s.handle(r, "PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", auth, s.handleSend)
 	s.handle(r, "GET", "/rooms/{roomId}/state", auth, s.handleState)
 	s.handle(r, "GET", "/rooms/{roomId}/state/{eventType}", auth, s.handleGetState)

@@ -52,6 +52,12 @@ func TestDefaultPushRules(t *testing.T) {
 		"/_matrix/client/v3/pushrules/global/sideways/.m.rule.master":         http.StatusBadRequest,
 		"/_matrix/client/v3/pushrules/device/":                                http.StatusBadRequest,
 		"/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled": http.StatusOK,
+		"/_matrix/client/v3/pushrules/global/override/.m.rule.master/colour":  http.StatusBadRequest,
+		"/_matrix/client/v3/pushrules/global/underride/":                      http.StatusOK,
+		"/_matrix/client/v3/pushrules/global/underride":                       http.StatusBadRequest,
+		"/_matrix/client/v3/pushrules/global":                                 http.StatusBadRequest,
+		"/_matrix/client/v3/pushrules/global/sideways/":                       http.StatusBadRequest,
+		"/_matrix/client/v3/pushrules":                                        http.StatusNotFound,
 	} {
 		resp := get(t, baseURL(srv)+path, alice.AccessToken, nil)
 		resp.Body.Close()
@@ -116,6 +122,16 @@ func TestPushRuleChanges(t *testing.T) {
 		if rules.Override[0].RuleID != ".m.rule.master" {
 			t.Fatalf("master rule is not first: %s", rules.Override[0].RuleID)
 		}
+		// One kind's rules alone, in the same order.
+		var kindList []struct {
+			RuleID string `json:"rule_id"`
+		}
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(srv)+"/_matrix/client/v3/pushrules/global/content/", alice.AccessToken, nil, &kindList); code != 200 {
+			t.Fatalf("GET content rules: %d %+v", code, me)
+		}
+		if len(kindList) != 3 || kindList[0].RuleID != "assembly" || kindList[1].RuleID != "budget" {
+			t.Fatalf("GET /pushrules/global/content/ = %+v", kindList)
+		}
 		group := fakeRoom{members: 5, self: alice.UserID}
 		msg := func(roomID id.RoomID, content map[string]any) *event.Event {
 			ev := &event.Event{Type: event.EventMessage, Sender: "@bob:localhost", RoomID: roomID, Content: event.Content{Raw: content}}
@@ -169,6 +185,11 @@ func TestPushRuleChanges(t *testing.T) {
 			{"PUT", "/sideways/x", map[string]any{"actions": []any{}}, 400, "M_INVALID_PARAM"},
 			{"PUT", "/underride/.m.rule.message/enabled", map[string]any{}, 400, "M_MISSING_PARAM"},
 			{"PUT", "/underride/.m.rule.nope/enabled", map[string]any{"enabled": true}, 404, "M_NOT_FOUND"},
+			{"PUT", "/underride/.m.rule.message/colour", map[string]any{"enabled": true}, 400, "M_INVALID_PARAM"},
+			{"PUT", "", map[string]any{"actions": []any{}}, 400, "M_INVALID_PARAM"},
+			{"PUT", "/room", map[string]any{"actions": []any{}}, 400, "M_INVALID_PARAM"},
+			{"PUT", "/room/", map[string]any{"actions": []any{}}, 400, "M_INVALID_PARAM"},
+			{"DELETE", "/underride/.m.rule.message/enabled", nil, 405, "M_UNRECOGNIZED"},
 		} {
 			code, me := do(t, http.DefaultClient, tc.method, base+tc.path, alice.AccessToken, tc.body, nil)
 			if code != tc.status || me.Code != tc.errcode {
