@@ -17,6 +17,7 @@
 package rooms
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -242,6 +243,10 @@ func (s *Service) submit(ctx context.Context, req *Request) (*Event, error) {
 			s.writer.enqueue(p)
 		}
 		r.mu.Unlock()
+		var same unchanged
+		if errors.As(err, &same) {
+			return same.ev, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -261,6 +266,12 @@ func (s *Service) submit(ctx context.Context, req *Request) (*Event, error) {
 		return p.evs[0], nil
 	}
 }
+
+// unchanged is prepare's answer for a state event identical to the current
+// one (same sender, same content): Submit returns the current event.
+type unchanged struct{ ev *Event }
+
+func (unchanged) Error() string { return "state unchanged" }
 
 // prepare builds, authorises and checks one event with r locked, applies it
 // to the in-memory room, and returns it ready for the writer.
@@ -307,6 +318,13 @@ func (s *Service) prepare(ctx context.Context, r *room, req *Request) (*pending,
 		Sender: req.Sender, RoomID: r.id, Type: req.Type, StateKey: req.StateKey, Content: content, Actor: req.Actor,
 	}); d != nil {
 		return nil, d
+	}
+	if replaced != nil && replaced.Sender() == req.Sender {
+		// The same state again, from the same sender, changes nothing: the
+		// current event stands (a second join, a client re-sending a name).
+		if c, err := gomatrixserverlib.CanonicalJSON(content); err == nil && bytes.Equal(c, replaced.PDU.Content()) {
+			return nil, unchanged{replaced}
+		}
 	}
 	ev, err := newEvent(pdu, 0, r.group, nil)
 	if err != nil {

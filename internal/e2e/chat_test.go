@@ -159,3 +159,63 @@ func TestMembershipLifecycle(t *testing.T) {
 		}
 	})
 }
+
+// TestSameStateTwice: state identical to the current state, from the same
+// sender, adds no event (a second click on "join", a client re-sending the
+// topic); other content, or another sender, does.
+func TestSameStateTwice(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+		ctx := ctxT(t)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat",
+			PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{alice.UserID: 100, bob.UserID: 100}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		topic := func(c *mautrix.Client, text string) id.EventID {
+			t.Helper()
+			resp, err := c.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", &event.TopicEventContent{Topic: text})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.EventID
+		}
+		first := topic(alice, "予算委員会")
+		if again := topic(alice, "予算委員会"); again != first {
+			t.Errorf("the same topic again: %s, want the current %s", again, first)
+		}
+		if other := topic(alice, "予算委員会（第2回）"); other == first {
+			t.Error("a new topic made no event")
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		bobTopic := topic(bob, "予算委員会（第2回）")
+		if bobTopic == first {
+			t.Error("the same topic from another sender made no event")
+		}
+		join1, err := bob.JoinRoomByID(ctx, room.RoomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		memberID := func() id.EventID {
+			t.Helper()
+			state, err := bob.State(ctx, room.RoomID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return state[event.StateMember][bob.UserID.String()].ID
+		}
+		member := memberID()
+		if join1.RoomID != room.RoomID || member == "" {
+			t.Fatalf("join = %+v, member %+v", join1, member)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if again := memberID(); again != member {
+			t.Errorf("joining twice made a new member event %s (was %s)", again, member)
+		}
+	})
+}
