@@ -199,8 +199,11 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// end is left out where the room's history stops: paging back past its
+	// start. Forwards, the live end is only where the room is now: end is
+	// where to go on from when more arrives.
 	resp := map[string]any{"chunk": out, "start": posToken(from)}
-	if more {
+	if more || !backwards {
 		resp["end"] = posToken(cursor)
 	}
 	if filter.LazyLoadMembers && len(chunk) > 0 {

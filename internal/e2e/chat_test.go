@@ -219,3 +219,46 @@ func TestSameStateTwice(t *testing.T) {
 		}
 	})
 }
+
+// TestMessagesForwardEnd: paging forwards to the live end still gives an
+// end token, and the events sent later come from it; paging back past the
+// room's start gives none.
+func TestMessagesForwardEnd(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice := register(t, srv, "alice")
+		ctx := ctxT(t)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.SendText(ctx, room.RoomID, "一通目"); err != nil {
+			t.Fatal(err)
+		}
+		back, err := alice.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back.End != "" {
+			t.Errorf("back past the room's start: end = %q, want none", back.End)
+		}
+		fwd, err := alice.Messages(ctx, room.RoomID, back.Start, "", mautrix.DirectionForward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fwd.End == "" || len(fwd.Chunk) != 0 {
+			t.Fatalf("forwards from the live end: %d events, end %q; want none and an end", len(fwd.Chunk), fwd.End)
+		}
+		second, err := alice.SendText(ctx, room.RoomID, "二通目")
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := alice.Messages(ctx, room.RoomID, fwd.End, "", mautrix.DirectionForward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(next.Chunk) != 1 || next.Chunk[0].ID != second.EventID || next.End == "" {
+			t.Fatalf("forwards from end: %d events, end %q; want only %s", len(next.Chunk), next.End, second.EventID)
+		}
+	})
+}
