@@ -80,7 +80,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	roomID := vars(r)["roomId"]
 	q := r.URL.Query()
-	upTo, err := s.access(r.Context(), dev.UserID, roomID)
+	upTo, err := s.readAccess(r.Context(), dev.UserID, roomID)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -259,7 +259,7 @@ func (s *Server) handleContext(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	v := vars(r)
 	roomID := v["roomId"]
-	upTo, err := s.access(r.Context(), dev.UserID, roomID)
+	upTo, err := s.readAccess(r.Context(), dev.UserID, roomID)
 	if err != nil {
 		writeError(w, err)
 		return

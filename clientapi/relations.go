@@ -71,7 +71,7 @@ func (s *Server) handleRelations(w http.ResponseWriter, r *http.Request) {
 			*p.dst = &pos
 		}
 	}
-	upTo, err := s.access(r.Context(), dev.UserID, roomID)
+	upTo, err := s.readAccess(r.Context(), dev.UserID, roomID)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -172,7 +172,7 @@ func (s *Server) handleThreads(w http.ResponseWriter, r *http.Request) {
 		}
 		before = pos
 	}
-	upTo, err := s.access(r.Context(), dev.UserID, roomID)
+	upTo, err := s.readAccess(r.Context(), dev.UserID, roomID)
 	if err != nil {
 		writeError(w, err)
 		return

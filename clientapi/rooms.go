@@ -516,15 +516,39 @@ func (s *Server) access(ctx context.Context, userID, roomID string) (int64, erro
 	return m.Pos, nil
 }
 
-// stateAt is the room state a user may see: current while joined, at their
-// leave otherwise.
+// readAccess is access for reading a room's events and state: it also
+// lets anyone read a room whose history is world_readable now, up to now
+// (which of its events they see is still visibility's business).
+func (s *Server) readAccess(ctx context.Context, userID, roomID string) (int64, error) {
+	upTo, err := s.access(ctx, userID, roomID)
+	if cur := s.rooms.Stream().Current(); (err != nil || upTo < cur) && s.worldReadable(ctx, roomID) {
+		return cur, nil
+	}
+	return upTo, err
+}
+
+// worldReadable reports whether the room's current history visibility is
+// world_readable (false for a room this server does not know).
+func (s *Server) worldReadable(ctx context.Context, roomID string) bool {
+	snap, err := s.rooms.CurrentState(ctx, roomID)
+	return err == nil && historyVisibility(snap) == "world_readable"
+}
+
+// stateAt is the room state a user may see: current while joined or while
+// the room is world_readable, at their leave otherwise.
 func (s *Server) stateAt(ctx context.Context, userID, roomID string) (*rooms.Snapshot, error) {
-	if _, err := s.access(ctx, userID, roomID); err != nil {
+	ms, err := s.rooms.UserRooms(ctx, userID)
+	if err != nil {
 		return nil, err
 	}
-	ms, _ := s.rooms.UserRooms(ctx, userID)
-	if m := ms[roomID]; m.Membership == spec.Join {
+	if ms[roomID].Membership == spec.Join {
 		return s.rooms.CurrentState(ctx, roomID)
+	}
+	if snap, err := s.rooms.CurrentState(ctx, roomID); err == nil && historyVisibility(snap) == "world_readable" {
+		return snap, nil
+	}
+	if _, err := s.access(ctx, userID, roomID); err != nil {
+		return nil, err
 	}
 	ev, err := s.rooms.Event(ctx, ms[roomID].EventID)
 	if err != nil {
@@ -579,7 +603,7 @@ func (s *Server) handleGetState(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	v := vars(r)
-	upTo, err := s.access(r.Context(), dev.UserID, v["roomId"])
+	upTo, err := s.readAccess(r.Context(), dev.UserID, v["roomId"])
 	var me *Error
 	if errors.As(err, &me) && me.Code == "M_FORBIDDEN" {
 		// The spec's answer for an event the user may not read is 404: it
@@ -642,6 +666,11 @@ func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
 // handleJoinedMembers serves GET /rooms/{roomId}/joined_members.
 func (s *Server) handleJoinedMembers(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
+	// Members (and those who were) only, even in a world_readable room.
+	if _, err := s.access(r.Context(), dev.UserID, vars(r)["roomId"]); err != nil {
+		writeError(w, err)
+		return
+	}
 	snap, err := s.stateAt(r.Context(), dev.UserID, vars(r)["roomId"])
 	if err != nil {
 		writeError(w, err)

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"math"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -13,21 +14,32 @@ import (
 // visibility decides, event by event, which of a room's events a user may
 // see under m.room.history_visibility (client-server API, "History
 // visibility"), from the room state before each event. How far a user may
-// read at all (up to their leave) is access's business; this adds the
-// "invited" and "joined" settings, under which events from before the
-// user's invite or join stay hidden. State is looked up once per state
-// group, so a page of messages costs a map lookup per event.
+// read at all (up to their leave, or on for a world_readable room) is
+// access's business; this adds the "invited" and "joined" settings, under
+// which events from before the user's invite or join stay hidden, and
+// keeps a user who left from events after their leave unless those were
+// world_readable. State is looked up once per state group, so a page of
+// messages costs a map lookup per event.
 type visibility struct {
 	s              *Server
 	ctx            context.Context
 	userID, roomID string
-	byGroup        map[int64]bool
+	byGroup        map[int64]groupVisibility
 	version        gomatrixserverlib.IRoomVersion // looked up on first need
 	joined         *bool                          // likewise
+	leftAt         int64                          // with joined: the position of the leave, MaxInt64 if joined now
+}
+
+// groupVisibility is what decides at one state group: the setting and the
+// user's membership there ("" if none); ok is false when the state could
+// not be read.
+type groupVisibility struct {
+	setting, membership string
+	ok                  bool
 }
 
 func (s *Server) visibility(ctx context.Context, userID, roomID string) *visibility {
-	return &visibility{s: s, ctx: ctx, userID: userID, roomID: roomID, byGroup: map[int64]bool{}}
+	return &visibility{s: s, ctx: ctx, userID: userID, roomID: roomID, byGroup: map[int64]groupVisibility{}}
 }
 
 // only keeps the events of evs the user may see.
@@ -48,42 +60,28 @@ func (v *visibility) allows(ev *rooms.Event) bool {
 			return true // one's own membership events, always
 		}
 	}
-	ok, seen := v.byGroup[ev.StateGroup]
+	g, seen := v.byGroup[ev.StateGroup]
 	if !seen {
-		ok = v.atGroup(ev.StateGroup)
-		v.byGroup[ev.StateGroup] = ok
+		g = v.atGroup(ev.StateGroup)
+		v.byGroup[ev.StateGroup] = g
 	}
-	return ok
+	if !g.ok {
+		return false
+	}
+	if v.decide(g.setting, g.membership, ev) {
+		return true
+	}
+	// A history_visibility change is visible if the setting before or
+	// after it lets the user see it.
+	if ev.Type() == historyVisibilityType {
+		if sk := ev.StateKey(); sk != nil && *sk == "" {
+			return v.decide(parseHistoryVisibility(ev.PDU.Content()), g.membership, ev)
+		}
+	}
+	return false
 }
 
-func (v *visibility) atGroup(group int64) bool {
-	if v.version == nil {
-		version, err := v.s.rooms.Version(v.ctx, v.roomID)
-		if err != nil {
-			return false
-		}
-		v.version = version
-	}
-	snap, err := v.s.rooms.StateAt(v.ctx, v.version, group)
-	if err != nil {
-		v.s.log.Error("history visibility: state unavailable", "room", v.roomID, "group", group, "err", err)
-		return false // hide rather than leak
-	}
-	setting := "shared" // the spec's default, also for unknown values
-	if hv := snap.Get("m.room.history_visibility", ""); hv != nil {
-		var c struct {
-			HistoryVisibility string `json:"history_visibility"`
-		}
-		_ = json.Unmarshal(hv.PDU.Content(), &c)
-		switch c.HistoryVisibility {
-		case "invited", "joined", "world_readable":
-			setting = c.HistoryVisibility
-		}
-	}
-	membership := ""
-	if m := snap.Get(spec.MRoomMember, v.userID); m != nil {
-		membership = m.Membership()
-	}
+func (v *visibility) decide(setting, membership string, ev *rooms.Event) bool {
 	switch setting {
 	case "invited":
 		return membership == spec.Join || membership == spec.Invite
@@ -91,18 +89,62 @@ func (v *visibility) atGroup(group int64) bool {
 		return membership == spec.Join
 	case "shared":
 		// Shared history is for those who joined at some point after the
-		// event: anyone joined now, or who left while joined (access
-		// keeps them before their leave). Someone who only knocked or was
-		// invited, then turned away, reads nothing of it.
-		return membership == spec.Join || v.wasJoined()
+		// event: anyone joined now, or who left while joined, for events
+		// up to their leave. Someone who only knocked or was invited, then
+		// turned away, reads nothing of it.
+		return membership == spec.Join || (v.wasJoined() && ev.Pos <= v.leftAt)
 	default: // world_readable
 		return true
 	}
 }
 
+const historyVisibilityType = "m.room.history_visibility"
+
+// parseHistoryVisibility reads an m.room.history_visibility content:
+// "shared" (the spec's default) for anything unknown.
+func parseHistoryVisibility(content []byte) string {
+	var c struct {
+		HistoryVisibility string `json:"history_visibility"`
+	}
+	_ = json.Unmarshal(content, &c)
+	switch c.HistoryVisibility {
+	case "invited", "joined", "world_readable":
+		return c.HistoryVisibility
+	}
+	return "shared"
+}
+
+// historyVisibility is the setting in snap.
+func historyVisibility(snap *rooms.Snapshot) string {
+	if hv := snap.Get(historyVisibilityType, ""); hv != nil {
+		return parseHistoryVisibility(hv.PDU.Content())
+	}
+	return "shared"
+}
+
+func (v *visibility) atGroup(group int64) groupVisibility {
+	if v.version == nil {
+		version, err := v.s.rooms.Version(v.ctx, v.roomID)
+		if err != nil {
+			return groupVisibility{}
+		}
+		v.version = version
+	}
+	snap, err := v.s.rooms.StateAt(v.ctx, v.version, group)
+	if err != nil {
+		v.s.log.Error("history visibility: state unavailable", "room", v.roomID, "group", group, "err", err)
+		return groupVisibility{} // hide rather than leak
+	}
+	g := groupVisibility{setting: historyVisibility(snap), ok: true}
+	if m := snap.Get(spec.MRoomMember, v.userID); m != nil {
+		g.membership = m.Membership()
+	}
+	return g
+}
+
 // wasJoined reports whether the user is joined now or their latest
-// membership change took them out of a join; looked up once, from the
-// in-memory room state.
+// membership change took them out of a join (and sets leftAt); looked up
+// once, from the in-memory room state.
 func (v *visibility) wasJoined() bool {
 	if v.joined != nil {
 		return *v.joined
@@ -111,9 +153,11 @@ func (v *visibility) wasJoined() bool {
 	if snap, err := v.s.rooms.CurrentState(v.ctx, v.roomID); err == nil {
 		if m := snap.Get(spec.MRoomMember, v.userID); m != nil {
 			j = m.Membership() == spec.Join
+			v.leftAt = math.MaxInt64
 			if !j && v.version != nil {
 				if before, err := v.s.rooms.StateAt(v.ctx, v.version, m.StateGroup); err == nil {
 					j = before.Membership(v.userID) == spec.Join
+					v.leftAt = m.Pos
 				}
 			}
 		}
