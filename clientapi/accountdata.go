@@ -270,6 +270,7 @@ func (s *Server) storeReceipt(ctx context.Context, rec storage.Receipt, ev *room
 		return err
 	}
 	s.rooms.Notifier().Wake(wake...)
+	s.rooms.Notifier().Wake(rec.RoomID) // /events peeking into the room
 	return nil
 }
 

@@ -161,6 +161,7 @@ func (s *Server) wakePresence(ctx context.Context, userID string) {
 		users = append(users, u)
 	}
 	s.rooms.Notifier().Wake(users...)
+	s.wakePeekers(ctx, userID)
 	if s.remote != nil && s.rooms.IsLocal(userID) {
 		content := presenceContent(s.presence.Get(userID), time.Now())
 		content["user_id"] = userID

@@ -114,6 +114,11 @@ func (s *Server) routes(r *mux.Router) {
 
 	// Sync and what it carries.
 	s.handle(r, "GET", "/sync", auth, s.handleSync)
+	// Deprecated, and still called (legacy.go).
+	s.handle(r, "GET", "/events", auth, s.handleEvents)
+	s.handle(r, "GET", "/events/{eventId}", auth, s.handleEventByID)
+	s.handle(r, "GET", "/initialSync", auth, s.handleInitialSync)
+	s.handle(r, "GET", "/rooms/{roomId}/initialSync", auth, s.handleRoomInitialSync)
 	s.handle(r, "POST", "/user/{userId}/filter", auth, s.handlePostFilter)
 	s.handle(r, "GET", "/user/{userId}/filter/{filterId}", auth, s.handleGetFilter)
 	s.handle(r, "GET", "/user/{userId}/account_data/{type}", auth, s.handleGetAccountData)

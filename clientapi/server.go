@@ -178,6 +178,7 @@ func New(cfg *config.Config, d Deps) *Server {
 	s.push = newPusher(s)
 	s.eval = newEvaluator(s)
 	d.Rooms.SetEvaluator(s.eval)
+	s.wakePeekersOnCommit()
 	go s.writeTouches()
 	if cfg.Presence.Enabled {
 		s.presence = NewPresence(time.Now)

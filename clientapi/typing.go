@@ -60,6 +60,7 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration, 
 	t.mu.Unlock()
 	if changed {
 		t.notifier.Wake(wake...)
+		t.notifier.Wake(roomID) // /events peeking into the room
 	}
 }
 
@@ -76,6 +77,7 @@ func (t *Typing) expire(roomID, userID string, timer *time.Timer, wake []string)
 	r.changedAt = t.counter
 	t.mu.Unlock()
 	t.notifier.Wake(wake...)
+	t.notifier.Wake(roomID)
 }
 
 // Current is the typing counter, for sync tokens.
