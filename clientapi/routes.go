@@ -120,6 +120,9 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "GET", "/initialSync", auth, s.handleInitialSync)
 	s.handle(r, "GET", "/rooms/{roomId}/initialSync", auth, s.handleRoomInitialSync)
 	s.handle(r, "POST", "/user/{userId}/filter", auth, s.handlePostFilter)
+	s.handle(r, "POST", "/user/{userId}/openid/request_token", auth, s.handleOpenIDRequestToken)
+	// Integration managers may ask this on the client listener too.
+	r.HandleFunc("/_matrix/federation/v1/openid/userinfo", s.openID().ServeUserInfo).Methods(http.MethodGet)
 	s.handle(r, "GET", "/user/{userId}/filter/{filterId}", auth, s.handleGetFilter)
 	s.handle(r, "GET", "/user/{userId}/account_data/{type}", auth, s.handleGetAccountData)
 	s.handle(r, "PUT", "/user/{userId}/account_data/{type}", auth, s.handlePutAccountData)

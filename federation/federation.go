@@ -54,6 +54,7 @@ type Store interface {
 	storage.ServerKeys
 	storage.Outbox
 	storage.RemoteInvites
+	storage.OpenIDTokens
 	GetUser(ctx context.Context, userID string) (storage.User, error)
 	GetAlias(ctx context.Context, alias string) (string, error)
 	ListDevices(ctx context.Context, userID string) ([]storage.Device, error)
@@ -150,6 +151,7 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.HandleFunc("/_matrix/key/v2/query", f.handleKeyQuery).Methods(http.MethodPost)
 	r.HandleFunc("/_matrix/key/v2/query/{serverName}", f.handleKeyQuery).Methods(http.MethodGet)
 	r.HandleFunc("/_matrix/federation/v1/version", f.handleVersion).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/federation/v1/openid/userinfo", OpenID{Tokens: f.store, Now: f.now}.ServeUserInfo).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/query/profile", f.authed(f.handleQueryProfile)).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/query/directory", f.authed(f.handleQueryDirectory)).Methods(http.MethodGet)
 	k := keysHandlers{f: f, local: local}

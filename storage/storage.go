@@ -36,6 +36,7 @@ type Store interface {
 	Reports
 	Notifications
 	Presence
+	OpenIDTokens
 	// MaxStreamPos is the highest stream position persisted anywhere.
 	MaxStreamPos(ctx context.Context) (int64, error)
 	// MinEventPos is the lowest stream position of a stored event (0 if
@@ -735,6 +736,17 @@ type Reports interface {
 	PutReport(ctx context.Context, r Report, audit AuditEntry) (int64, error)
 	// ListReports lists reports, oldest first.
 	ListReports(ctx context.Context, q ReportQuery) ([]Report, error)
+}
+
+// OpenIDTokens are the short-lived tokens users hand to widgets and
+// integration managers, which exchange them for the user's ID.
+type OpenIDTokens interface {
+	// PutOpenIDToken stores a token (as its hash) for userID until
+	// expiresTS, and deletes the tokens that expired before nowTS.
+	PutOpenIDToken(ctx context.Context, tokenHash, userID string, expiresTS, nowTS int64) error
+	// OpenIDTokenUser is the user of a token not expired at nowTS
+	// (ErrNotFound for an unknown or expired one).
+	OpenIDTokenUser(ctx context.Context, tokenHash string, nowTS int64) (string, error)
 }
 
 // Notification is one event whose push rule actions notify one user.
