@@ -56,7 +56,9 @@ func (f *Federation) authed(h func(w http.ResponseWriter, r *http.Request, origi
 			return
 		}
 		if _, _, ok := spec.ParseAndValidateServerName(req.Origin); !ok {
-			writeError(w, errUnauthorized("origin %q is not a server name", req.Origin))
+			// A malformed header is a bad request (a port must be a
+			// number: "localhost:http" is no server name).
+			writeError(w, errInvalidParam("origin %q in the X-Matrix header is not a server name", req.Origin))
 			return
 		}
 		if d := f.allowed(r.Context(), string(req.Origin)); d != nil {

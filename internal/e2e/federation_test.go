@@ -308,7 +308,8 @@ func checkBadFederationRequests(t *testing.T, a *fedCity) {
 		{"unsigned", "", 401, "M_UNAUTHORIZED"},
 		{"bad signature", `X-Matrix origin="city-b.test",destination="city-a.test",key="ed25519:a_nope",sig="AAAA"`, 401, "M_UNAUTHORIZED"},
 		{"for another server", `X-Matrix origin="city-b.test",destination="city-z.test",key="ed25519:a_nope",sig="AAAA"`, 401, "M_UNAUTHORIZED"},
-		{"bad origin", `X-Matrix origin="bad origin",key="ed25519:x",sig="AAAA"`, 401, "M_UNAUTHORIZED"},
+		{"bad origin", `X-Matrix origin="bad origin",key="ed25519:x",sig="AAAA"`, 400, "M_INVALID_PARAM"},
+		{"non-numeric port", `X-Matrix origin="city-b.test:http",destination="city-a.test",key="ed25519:x",sig="AAAA"`, 400, "M_INVALID_PARAM"},
 		{"not allowed", `X-Matrix origin="city-z.test",destination="city-a.test",key="ed25519:x",sig="AAAA"`, 403, "M_FORBIDDEN"},
 	} {
 		req, _ := http.NewRequest("GET", profile, nil)
@@ -322,7 +323,13 @@ func checkBadFederationRequests(t *testing.T, a *fedCity) {
 	postJSON(t, client, "https://"+a.addr+"/_matrix/key/v2/query", `{"server_keys":`, 400, nil)
 	postJSON(t, client, "https://"+a.addr+"/_matrix/key/v2/query", `[]`, 400, nil)
 	postJSON(t, client, "https://"+a.addr+"/_matrix/key/v2/query", `{}`, 400, nil)
-	req, _ := http.NewRequest("GET", "https://"+a.addr+"/_matrix/federation/v1/nothing-here", nil)
+	// OpenID userinfo is on the federation listener too (unsigned: the
+	// token is the credential).
+	req, _ := http.NewRequest("GET", "https://"+a.addr+"/_matrix/federation/v1/openid/userinfo?access_token=nope", nil)
+	if code, me := doRaw(t, client, req); code != 401 || me.Code != "M_UNKNOWN_TOKEN" {
+		t.Errorf("openid userinfo on the federation listener: %d %+v", code, me)
+	}
+	req, _ = http.NewRequest("GET", "https://"+a.addr+"/_matrix/federation/v1/nothing-here", nil)
 	if code, me := doRaw(t, client, req); code != 404 || me.Code != "M_UNRECOGNIZED" {
 		t.Errorf("unknown endpoint: %d %+v", code, me)
 	}
