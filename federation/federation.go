@@ -150,6 +150,7 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.HandleFunc("/_matrix/key/v2/server/{keyId}", f.handleServerKeys).Methods(http.MethodGet) // deprecated form
 	r.HandleFunc("/_matrix/key/v2/query", f.handleKeyQuery).Methods(http.MethodPost)
 	r.HandleFunc("/_matrix/key/v2/query/{serverName}", f.handleKeyQuery).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/key/v2/query/{serverName}/{keyId}", f.handleKeyQuery).Methods(http.MethodGet) // deprecated form
 	r.HandleFunc("/_matrix/federation/v1/version", f.handleVersion).Methods(http.MethodGet)
 	r.HandleFunc("/_matrix/federation/v1/openid/userinfo", OpenID{Tokens: f.store, Now: f.now}.ServeUserInfo).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/query/profile", f.authed(f.handleQueryProfile)).Methods(http.MethodGet)

@@ -1,10 +1,14 @@
 package federation
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,23 +68,31 @@ func (f *Federation) handleServerKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleKeyQuery serves POST /_matrix/key/v2/query and GET
-// /_matrix/key/v2/query/{serverName}: as a notary, the key responses of
-// the servers asked for, as those servers signed them, countersigned by
-// this server. Keys are fetched from a server (if it is allowed) when the
-// cached ones would not be valid at minimum_valid_until_ts.
+// /_matrix/key/v2/query/{serverName}[/{keyId}]: as a notary, the key
+// responses of the servers asked for, as those servers signed them,
+// countersigned by this server. See keyResponses for which.
 func (f *Federation) handleKeyQuery(w http.ResponseWriter, r *http.Request) {
-	want := map[string]spec.Timestamp{}
+	type query struct {
+		keyIDs   []string
+		minValid spec.Timestamp
+	}
+	now := spec.AsTimestamp(f.now())
+	want := map[string]*query{}
 	if name, ok := vars(r)["serverName"]; ok {
-		ts, err := optionalTS(r.URL.Query().Get("minimum_valid_until_ts"))
+		ts, err := optionalTS(r.URL.Query().Get("minimum_valid_until_ts"), now)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		want[name] = ts
+		q := &query{minValid: ts}
+		if id := vars(r)["keyId"]; id != "" {
+			q.keyIDs = []string{id}
+		}
+		want[name] = q
 	} else {
 		var req struct {
 			ServerKeys map[string]map[string]struct {
-				MinimumValidUntilTS spec.Timestamp `json:"minimum_valid_until_ts"`
+				MinimumValidUntilTS *spec.Timestamp `json:"minimum_valid_until_ts"`
 			} `json:"server_keys"`
 		}
 		if err := readJSON(r, &req); err != nil {
@@ -96,16 +108,28 @@ func (f *Federation) handleKeyQuery(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for name, keys := range req.ServerKeys {
-			var ts spec.Timestamp
-			for _, c := range keys {
-				ts = max(ts, c.MinimumValidUntilTS)
+			q := &query{}
+			if len(keys) == 0 {
+				q.minValid = now
 			}
-			want[name] = ts
+			for id, c := range keys {
+				q.keyIDs = append(q.keyIDs, id)
+				ts := now // the spec: the current time when not given
+				if c.MinimumValidUntilTS != nil {
+					ts = *c.MinimumValidUntilTS
+				}
+				q.minValid = max(q.minValid, ts)
+			}
+			sort.Strings(q.keyIDs)
+			want[name] = q
 		}
 	}
 	out := []json.RawMessage{}
-	for name, minValid := range want {
-		responses, err := f.keyResponses(r.Context(), name, minValid)
+	for name, q := range want {
+		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(name)); !ok {
+			continue // no such server: nothing to say about it
+		}
+		responses, err := f.keyResponses(r.Context(), name, q.keyIDs, q.minValid)
 		if err != nil {
 			f.log.Info("notary: no keys", "server", name, "err", err)
 			continue // the spec: servers whose keys can't be had are left out
@@ -122,20 +146,28 @@ func (f *Federation) handleKeyQuery(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"server_keys": out})
 }
 
-func optionalTS(v string) (spec.Timestamp, error) {
+// optionalTS parses a millisecond timestamp parameter; def when absent.
+func optionalTS(v string, def spec.Timestamp) (spec.Timestamp, error) {
 	if v == "" {
-		return 0, nil
+		return def, nil
 	}
-	var ts int64
-	if _, err := fmt.Sscanf(v, "%d", &ts); err != nil || ts < 0 {
+	ts, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ts < 0 {
 		return 0, errInvalidParam("minimum_valid_until_ts must be a timestamp")
 	}
 	return spec.Timestamp(ts), nil
 }
 
-// keyResponses are the signed key responses of server valid at minValid:
-// this server's own, the cached ones, or freshly fetched ones.
-func (f *Federation) keyResponses(ctx context.Context, server string, minValid spec.Timestamp) ([][]byte, error) {
+// keyResponses are the signed key responses of server to hand on for the
+// key IDs asked (none: any), valid at minValid if possible. This server's
+// own come as they are. Cached responses do when every key asked for is
+// cached and valid at minValid; otherwise the server is asked again, and
+// its fresh answer comes with the cached responses of the keys asked for
+// that it no longer lists (a server that forgets a key cannot make this
+// notary forget it). When the server cannot be reached, the cached
+// responses come even if they expired: the asker decides what they are
+// worth.
+func (f *Federation) keyResponses(ctx context.Context, server string, keyIDs []string, minValid spec.Timestamp) ([][]byte, error) {
 	if spec.ServerName(server) == f.cfg.ServerName {
 		own, err := f.own.response(f.now())
 		return [][]byte{own}, err
@@ -144,27 +176,68 @@ func (f *Federation) keyResponses(ctx context.Context, server string, minValid s
 	if err != nil {
 		return nil, err
 	}
-	if responses := validResponses(cached[server], minValid); len(responses) > 0 {
-		return responses, nil
+	have := cached[server]
+	if fresh(have, keyIDs, minValid) {
+		return responsesFor(have, keyIDs), nil
 	}
-	keys, err := f.fetchKeys(ctx, server)
+	fetched, err := f.fetchKeys(ctx, server)
 	if err != nil {
+		if old := responsesFor(have, keyIDs); len(old) > 0 {
+			f.log.Info("notary: handing on cached keys", "server", server, "err", err)
+			return old, nil
+		}
 		return nil, err
 	}
-	return validResponses(keys, minValid), nil
+	out := responsesFor(fetched, nil)
+	listed := map[string]bool{}
+	for _, k := range fetched {
+		listed[k.KeyID] = true
+	}
+	var forgotten []string
+	for _, id := range keyIDs {
+		if !listed[id] {
+			forgotten = append(forgotten, id)
+		}
+	}
+	if len(forgotten) > 0 {
+		out = appendDistinct(out, responsesFor(have, forgotten)...)
+	}
+	return out, nil
 }
 
-// validResponses are the distinct responses carrying keys valid at ts.
-func validResponses(keys []storage.ServerKey, ts spec.Timestamp) [][]byte {
+// fresh reports whether keys hold every key ID asked for (or, none asked,
+// any key) valid at ts.
+func fresh(keys []storage.ServerKey, keyIDs []string, ts spec.Timestamp) bool {
+	valid := func(k storage.ServerKey) bool { return k.ExpiredTS == 0 && k.ValidUntilTS >= int64(ts) }
+	if len(keyIDs) == 0 {
+		return slices.ContainsFunc(keys, valid)
+	}
+	for _, id := range keyIDs {
+		if !slices.ContainsFunc(keys, func(k storage.ServerKey) bool { return k.KeyID == id && valid(k) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// responsesFor are the distinct responses carrying the key IDs (none: all).
+func responsesFor(keys []storage.ServerKey, keyIDs []string) [][]byte {
 	var out [][]byte
-	seen := map[string]bool{}
 	for _, k := range keys {
-		if k.ExpiredTS == 0 && k.ValidUntilTS >= int64(ts) && !seen[string(k.Response)] {
-			seen[string(k.Response)] = true
-			out = append(out, k.Response)
+		if len(keyIDs) == 0 || slices.Contains(keyIDs, k.KeyID) {
+			out = appendDistinct(out, k.Response)
 		}
 	}
 	return out
+}
+
+func appendDistinct(list [][]byte, more ...[]byte) [][]byte {
+	for _, m := range more {
+		if !slices.ContainsFunc(list, func(b []byte) bool { return bytes.Equal(b, m) }) {
+			list = append(list, m)
+		}
+	}
+	return list
 }
 
 // fetchKeys asks server for its keys, checks them (signed by themselves,

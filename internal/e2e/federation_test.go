@@ -51,7 +51,13 @@ func (c *fedCity) start(t *testing.T) {
 // overrides one.
 func startFederation(t *testing.T, engine string, names []string, allow map[string][]string, route map[string]map[string]string) map[string]*fedCity {
 	t.Helper()
-	ca := testrig.NewCA(t)
+	return startFederationCA(t, engine, testrig.NewCA(t), names, allow, route)
+}
+
+// startFederationCA is startFederation with the CA given (for test servers
+// of the test's own that the cities must trust).
+func startFederationCA(t *testing.T, engine string, ca *testrig.CA, names []string, allow map[string][]string, route map[string]map[string]string) map[string]*fedCity {
+	t.Helper()
 	cities := map[string]*fedCity{}
 	for i, name := range names {
 		ip := net.IPv4(127, 0, 0, byte(11+i))
