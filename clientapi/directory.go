@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -35,55 +36,109 @@ type publicRoom struct {
 }
 
 type publicRoomsRequest struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
+	Limit  *int   `json:"limit,omitempty"`
+	Since  string `json:"since,omitempty"`
 	Filter struct {
-		Term      string    `json:"generic_search_term"`
-		RoomTypes []*string `json:"room_types"`
+		Term      string    `json:"generic_search_term,omitempty"`
+		RoomTypes []*string `json:"room_types,omitempty"`
 	} `json:"filter"`
-	IncludeAllNetworks bool   `json:"include_all_networks"`
-	ThirdPartyInstance string `json:"third_party_instance_id"`
+	IncludeAllNetworks bool   `json:"include_all_networks,omitempty"`
+	ThirdPartyInstance string `json:"third_party_instance_id,omitempty"`
 }
 
 // handlePublicRooms serves GET and POST /_matrix/client/v3/publicRooms:
-// this server's published rooms, most members first (then by room ID, so
-// pages are stable while nothing changes). Tokens are offsets.
+// this server's published rooms (publicRoomsPage), or, with ?server=,
+// another server's, asked over federation (if the allow-list lets it).
 func (s *Server) handlePublicRooms(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if srv := q.Get("server"); srv != "" && srv != s.cfg.ServerName {
-		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(srv)); !ok {
-			writeError(w, errInvalidParam("invalid server name %q", srv))
-			return
-		}
-		writeError(w, errNotFound("the room directory of %s is not available: this server does not federate", srv))
-		return
-	}
 	var req publicRoomsRequest
 	if r.Method == http.MethodPost {
 		if err := readJSON(r, &req); err != nil {
 			writeError(w, err)
 			return
 		}
-		if req.ThirdPartyInstance != "" {
-			writeError(w, errNotFound("unknown third-party network %q: this server has no bridges", req.ThirdPartyInstance))
+	} else {
+		var err error
+		if req, err = publicRoomsQuery(r.URL.Query()); err != nil {
+			writeError(w, err)
 			return
 		}
-	} else {
-		req.Since = q.Get("since")
-		if l := q.Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil {
-				writeError(w, errInvalidParam("limit must be an integer"))
-				return
-			}
-			req.Limit = &n
+	}
+	if srv := r.URL.Query().Get("server"); srv != "" && srv != s.cfg.ServerName {
+		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(srv)); !ok {
+			writeError(w, errInvalidParam("invalid server name %q", srv))
+			return
 		}
+		if s.remote == nil {
+			writeError(w, errNotFound("the room directory of %s is not available: this server does not federate", srv))
+			return
+		}
+		body, err := json.Marshal(req)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		resp, err := s.remote.PublicRooms(r.Context(), srv, body)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, 200, resp)
+		return
+	}
+	resp, err := s.publicRoomsPage(r.Context(), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, resp)
+}
+
+// publicRoomsQuery is the request of GET /publicRooms's query parameters.
+func publicRoomsQuery(q url.Values) (publicRoomsRequest, error) {
+	req := publicRoomsRequest{Since: q.Get("since"), ThirdPartyInstance: q.Get("third_party_instance_id")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			return req, errInvalidParam("limit must be an integer")
+		}
+		req.Limit = &n
+	}
+	switch v := q.Get("include_all_networks"); v {
+	case "", "false":
+	case "true":
+		req.IncludeAllNetworks = true
+	default:
+		return req, errInvalidParam("include_all_networks must be true or false")
+	}
+	return req, nil
+}
+
+// PublicRooms answers another server's /_matrix/federation/v1/publicRooms
+// (body: the POST form's request) as the client API answers this
+// server's own users.
+func (s *Server) PublicRooms(ctx context.Context, body json.RawMessage) (json.RawMessage, error) {
+	var req publicRoomsRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, errBadJSON("invalid request: %v", err)
+	}
+	resp, err := s.publicRoomsPage(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(resp)
+}
+
+// publicRoomsPage is one page of this server's published rooms, most
+// members first (then by room ID, so pages are stable while nothing
+// changes). Tokens are offsets.
+func (s *Server) publicRoomsPage(ctx context.Context, req publicRoomsRequest) (map[string]any, error) {
+	if req.ThirdPartyInstance != "" {
+		return nil, errNotFound("unknown third-party network %q: this server has no bridges", req.ThirdPartyInstance)
 	}
 	limit := maxPublicRooms
 	if req.Limit != nil {
 		if *req.Limit < 0 {
-			writeError(w, errInvalidParam("limit must not be negative"))
-			return
+			return nil, errInvalidParam("limit must not be negative")
 		}
 		if *req.Limit > 0 {
 			limit = min(*req.Limit, maxPublicRooms)
@@ -93,15 +148,13 @@ func (s *Server) handlePublicRooms(w http.ResponseWriter, r *http.Request) {
 	if req.Since != "" {
 		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
 		if err != nil || n < 0 || !strings.HasPrefix(req.Since, "o") {
-			writeError(w, errInvalidParam("invalid since token %q", req.Since))
-			return
+			return nil, errInvalidParam("invalid since token %q", req.Since)
 		}
 		offset = n
 	}
-	all, err := s.publishedRooms(r.Context())
+	all, err := s.publishedRooms(ctx)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	matched := all[:0]
 	for _, pr := range all {
@@ -121,7 +174,7 @@ func (s *Server) handlePublicRooms(w http.ResponseWriter, r *http.Request) {
 	if offset > 0 {
 		resp["prev_batch"] = "o" + strconv.Itoa(max(0, offset-limit))
 	}
-	writeJSON(w, 200, resp)
+	return resp, nil
 }
 
 // publishedRooms describes every published room from its current state,

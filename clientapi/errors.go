@@ -26,6 +26,10 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Msg }
 
+// MatrixError is the error's status, errcode and message, for the
+// federation API's answers to what the client API's code refused.
+func (e *Error) MatrixError() (status int, code, msg string) { return e.Status, e.Code, e.Msg }
+
 func newErr(status int, code, format string, args ...any) *Error {
 	return &Error{Status: status, Code: code, Msg: fmt.Sprintf(format, args...)}
 }

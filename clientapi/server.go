@@ -140,6 +140,9 @@ type Remote interface {
 	// SendPresence tells the servers sharing a room with a local user of
 	// their presence (content as m.presence carries it).
 	SendPresence(ctx context.Context, userID string, content map[string]any) error
+	// PublicRooms asks server for its room directory (body: the POST
+	// /publicRooms request).
+	PublicRooms(ctx context.Context, server string, body json.RawMessage) (json.RawMessage, error)
 }
 
 // Deps are the services the client API runs on.

@@ -71,6 +71,9 @@ func writeError(w http.ResponseWriter, err error) {
 	var denial *policy.Denial
 	var tooLarge *http.MaxBytesError
 	var forbidden *rooms.Forbidden
+	var local interface {
+		MatrixError() (status int, code, msg string)
+	}
 	body := map[string]any{}
 	status := http.StatusInternalServerError
 	switch {
@@ -79,6 +82,8 @@ func writeError(w http.ResponseWriter, err error) {
 		for k, v := range me.extra {
 			body[k] = v
 		}
+	case errors.As(err, &local):
+		status, body["errcode"], body["error"] = local.MatrixError()
 	case errors.As(err, &forbidden):
 		status, body["errcode"], body["error"] = http.StatusForbidden, "M_FORBIDDEN", forbidden.Reason
 	case errors.Is(err, rooms.ErrUnknownRoom):

@@ -141,6 +141,9 @@ type Local interface {
 	ApplyRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, active bool)
 	// OpenMedia opens a local file of the media repository.
 	OpenMedia(ctx context.Context, mediaID string) (storage.MediaItem, io.ReadCloser, error)
+	// PublicRooms is a page of this server's room directory (body: the
+	// POST /publicRooms request), as the client API answers it.
+	PublicRooms(ctx context.Context, body json.RawMessage) (json.RawMessage, error)
 }
 
 // Handler serves the federation listener's routes.
@@ -155,6 +158,7 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.HandleFunc("/_matrix/federation/v1/openid/userinfo", OpenID{Tokens: f.store, Now: f.now}.ServeUserInfo).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/query/profile", f.authed(f.handleQueryProfile)).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/query/directory", f.authed(f.handleQueryDirectory)).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v1/publicRooms", f.authed(publicRoomsHandler(local))).Methods(http.MethodGet, http.MethodPost)
 	k := keysHandlers{f: f, local: local}
 	r.Handle("/_matrix/federation/v1/user/keys/query", f.authed(k.query)).Methods(http.MethodPost)
 	r.Handle("/_matrix/federation/v1/user/keys/claim", f.authed(k.claim)).Methods(http.MethodPost)
