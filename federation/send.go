@@ -69,6 +69,11 @@ func (h txnHandler) send(w http.ResponseWriter, r *http.Request, origin spec.Ser
 	}
 	results := map[string]pduResult{}
 	for _, raw := range txn.PDUs {
+		if id, err := h.aclRefused(r.Context(), origin, raw); err != nil {
+			results[id] = pduResult{Error: err.Error()}
+			h.f.log.Info("federation: PDU refused", "origin", origin, "event", id, "err", err)
+			continue
+		}
 		id, err := h.f.receivePDU(r.Context(), origin, raw)
 		if id == "" {
 			h.f.log.Info("federation: unreadable PDU", "origin", origin, "err", err)
@@ -156,6 +161,31 @@ func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) erro
 	return nil
 }
 
+// aclRefused refuses a PDU of a room whose server ACL bans origin: its
+// event ID and why (nil error when it is not refused, or is unreadable:
+// receivePDU says why).
+func (h txnHandler) aclRefused(ctx context.Context, origin spec.ServerName, raw json.RawMessage) (string, error) {
+	var head struct {
+		RoomID string `json:"room_id"`
+	}
+	if json.Unmarshal(raw, &head) != nil || head.RoomID == "" {
+		return "", nil
+	}
+	denied := h.f.aclDenied(ctx, head.RoomID, origin)
+	if denied == nil {
+		return "", nil
+	}
+	version, err := h.f.rooms.Version(ctx, head.RoomID)
+	if err != nil {
+		return "", nil
+	}
+	pdu, err := version.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return "", nil
+	}
+	return pdu.EventID(), denied
+}
+
 // ofOrigin reports whether userID is a user of origin: a server speaks
 // only for its own users (and this one answers only for its own).
 func ofOrigin(userID string, origin spec.ServerName) bool {
@@ -163,7 +193,8 @@ func ofOrigin(userID string, origin spec.ServerName) bool {
 	return err == nil && uid.Domain() == origin
 }
 
-// typing takes an m.typing EDU: shown where the user is joined.
+// typing takes an m.typing EDU: shown where the user is joined (unless
+// the room's server ACL bans origin, as for receipts).
 func (h txnHandler) typing(ctx context.Context, origin spec.ServerName, content json.RawMessage) {
 	var c struct {
 		RoomID  string `json:"room_id"`
@@ -171,7 +202,7 @@ func (h txnHandler) typing(ctx context.Context, origin spec.ServerName, content 
 		Typing  bool   `json:"typing"`
 		Timeout int64  `json:"timeout"`
 	}
-	if json.Unmarshal(content, &c) != nil || !ofOrigin(c.UserID, origin) {
+	if json.Unmarshal(content, &c) != nil || !ofOrigin(c.UserID, origin) || h.f.aclDenied(ctx, c.RoomID, origin) != nil {
 		return
 	}
 	timeout := 30 * time.Second
@@ -197,6 +228,9 @@ func (h txnHandler) receipts(ctx context.Context, origin spec.ServerName, conten
 		return
 	}
 	for roomID, types := range byRoom {
+		if h.f.aclDenied(ctx, roomID, origin) != nil {
+			continue
+		}
 		for userID, r := range types["m.read"] {
 			if !ofOrigin(userID, origin) || len(r.EventIDs) == 0 {
 				continue
