@@ -72,6 +72,13 @@ func (s *Server) handlePublicRooms(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errNotFound("the room directory of %s is not available: this server does not federate", srv))
 			return
 		}
+		if DeviceFrom(r.Context()) == nil {
+			// Asking another server takes a user: anyone could otherwise
+			// make this server send requests (GET is open for its own
+			// directory only).
+			s.requireAuth(http.HandlerFunc(s.handlePublicRooms)).ServeHTTP(w, r)
+			return
+		}
 		body, err := json.Marshal(req)
 		if err != nil {
 			writeError(w, err)

@@ -109,6 +109,9 @@ func TestFederatedRoomDirectory(t *testing.T) {
 			}
 		}
 
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/publicRooms?server="+a, "", nil, nil); code != 401 {
+			t.Fatalf("another city's directory without a token: %d %+v", code, me)
+		}
 		// city-b does not federate with city-c: refused, never contacted.
 		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/publicRooms?server="+c, bob.AccessToken, nil, nil); code != 403 || me.Rule == "" {
 			t.Fatalf("directory of a server off the allow-list: %d %+v", code, me)
