@@ -765,6 +765,7 @@ func (s *Server) handleDirectory(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
+		s.dropCanonicalAlias(r.Context(), dev, roomID, alias)
 		writeJSON(w, 200, map[string]any{})
 	}
 }

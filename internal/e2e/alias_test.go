@@ -6,6 +6,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/machi-chat/machi/internal/testrig"
 )
@@ -63,6 +64,87 @@ func TestCanonicalAliasChecked(t *testing.T) {
 		}
 		if got.Alias != "" {
 			t.Fatalf("canonical alias after the last accepted change = %q, want none", got.Alias)
+		}
+	})
+}
+
+// TestDeleteAliasUpdatesCanonicalAlias: deleting an alias that the room's
+// m.room.canonical_alias names takes it out of that event, as alias or in
+// alt_aliases, other aliases kept (SyTest's "Can delete canonical alias").
+// A member without the power to change the event still deletes their own
+// alias (200), and the event stays as it was.
+func TestDeleteAliasUpdatesCanonicalAlias(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+		ctx := ctxT(t)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Invite: []id.UserID{bob.UserID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		a, b, c, d := id.RoomAlias("#main-"+engine+":localhost"), id.RoomAlias("#alt1-"+engine+":localhost"),
+			id.RoomAlias("#alt2-"+engine+":localhost"), id.RoomAlias("#bobs-"+engine+":localhost")
+		for _, al := range []id.RoomAlias{a, b, c} {
+			if _, err := alice.CreateAlias(ctx, al, room.RoomID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := bob.CreateAlias(ctx, d, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.SendStateEvent(ctx, room.RoomID, event.StateCanonicalAlias, "", map[string]any{
+			"alias": a, "alt_aliases": []id.RoomAlias{b, c, d}, "org.machi.note": "kept",
+		}); err != nil {
+			t.Fatal(err)
+		}
+		canonical := func() map[string]any { return stateContent(t, alice, room.RoomID, event.StateCanonicalAlias, "") }
+
+		if _, err := alice.DeleteAlias(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		deepEq(t, "after deleting the main alias", canonical(), map[string]any{
+			"alt_aliases": []any{string(b), string(c), string(d)}, "org.machi.note": "kept"})
+
+		if _, err := alice.DeleteAlias(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		deepEq(t, "after deleting an alt alias", canonical(), map[string]any{
+			"alt_aliases": []any{string(b), string(d)}, "org.machi.note": "kept"})
+
+		// bob (power 0) may delete the alias he made, not change the event.
+		if _, err := bob.DeleteAlias(ctx, d); err != nil {
+			t.Fatalf("bob deleting his alias: %v", err)
+		}
+		if _, err := alice.ResolveAlias(ctx, d); err == nil {
+			t.Fatal("bob's alias still resolves")
+		}
+		deepEq(t, "after bob's deletion", canonical(), map[string]any{
+			"alt_aliases": []any{string(b), string(d)}, "org.machi.note": "kept"})
+
+		// An alias the event does not name: no new state event.
+		canonicalID := func() id.EventID {
+			st, err := alice.State(ctx, room.RoomID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev := st[event.StateCanonicalAlias][""]; ev != nil {
+				return ev.ID
+			}
+			return ""
+		}
+		before := canonicalID()
+		e := id.RoomAlias("#other-" + engine + ":localhost")
+		if _, err := alice.CreateAlias(ctx, e, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.DeleteAlias(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		if after := canonicalID(); before == "" || before != after {
+			t.Fatalf("canonical alias event changed for an alias it does not name: %v → %v", before, after)
 		}
 	})
 }
