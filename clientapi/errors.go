@@ -106,6 +106,8 @@ func toMatrixError(err error) *Error {
 		return newErr(http.StatusBadRequest, "M_DUPLICATE_ANNOTATION", "you have already sent this annotation to this event")
 	case errors.Is(err, rooms.ErrTooLarge):
 		return newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "the event is larger than the 65536 bytes an event may be")
+	case errors.Is(err, rooms.ErrRedactOtherRoom):
+		return errInvalidParam("the event to redact is in another room")
 	case errors.Is(err, rooms.ErrBadEvent):
 		return errBadJSON("%s", strings.TrimPrefix(err.Error(), "bad event: "))
 	case errors.Is(err, rooms.ErrUnsupportedVersion):

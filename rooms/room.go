@@ -309,10 +309,15 @@ func (s *Service) redactionTarget(ctx context.Context, r *room, req *Request) (*
 	if err != nil {
 		return nil, err
 	}
-	if len(rows) == 0 || rows[0].RoomID != r.id {
+	if len(rows) == 0 {
 		// A redaction of an unknown event is allowed by the spec; there
 		// is just nothing to strip.
 		return nil, nil
+	}
+	if rows[0].RoomID != r.id {
+		// The redaction could never apply: the event it names is in
+		// another room (redactions apply within their room only).
+		return nil, ErrRedactOtherRoom
 	}
 	target, err := s.fromRow(r.version, rows[0], nil)
 	if err != nil {

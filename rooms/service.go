@@ -40,8 +40,11 @@ var (
 	ErrUnknownRoom = errors.New("unknown room")
 	ErrBadEvent    = errors.New("bad event")
 	// ErrTooLarge is an event past the spec's 65536 bytes.
-	ErrTooLarge  = errors.New("event too large")
-	errRoomReset = errors.New("room reset after a failed commit")
+	ErrTooLarge = errors.New("event too large")
+	// ErrRedactOtherRoom is a redaction of an event this server has in
+	// another room.
+	ErrRedactOtherRoom = errors.New("the event to redact is in another room")
+	errRoomReset       = errors.New("room reset after a failed commit")
 )
 
 // Forbidden is an event the Matrix auth rules (or the server's own rules
