@@ -1,7 +1,11 @@
 package clientapi
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -37,6 +41,10 @@ func (s *Server) handleUpgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	roomID := vars(r)["roomId"]
+	if _, err := s.rooms.Version(r.Context(), roomID); errors.Is(err, rooms.ErrUnknownRoom) {
+		writeError(w, errNotFound("unknown room %s", roomID))
+		return
+	}
 	if _, err := s.access(r.Context(), dev.UserID, roomID); err != nil {
 		writeError(w, err)
 		return
@@ -54,5 +62,78 @@ func (s *Server) handleUpgrade(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	s.copyRoomPushRules(r.Context(), roomID, newID)
 	writeJSON(w, 200, map[string]string{"replacement_room": newID})
+}
+
+// copyRoomPushRules gives every local member of the old room a copy, for
+// the new room, of their own push rules that name the old room: its room
+// rule, and override and underride rules with a room_id condition on it
+// (what Element's per-room notification settings write). A copy takes the
+// rule's ID with the old room ID replaced; a rule whose ID does not contain
+// the room ID, or whose new ID the user already has, is not copied.
+func (s *Server) copyRoomPushRules(ctx context.Context, oldRoom, newRoom string) {
+	snap, err := s.rooms.CurrentState(ctx, oldRoom)
+	if err != nil {
+		return
+	}
+	var users []string
+	snap.Each(func(ev *rooms.Event) {
+		if ev.Type() == spec.MRoomMember && ev.PDU.StateKey() != nil && s.rooms.IsLocal(*ev.PDU.StateKey()) && snap.Membership(*ev.PDU.StateKey()) == spec.Join {
+			users = append(users, *ev.PDU.StateKey())
+		}
+	})
+	for _, u := range users {
+		rules, err := s.pushRules(ctx, u)
+		if err != nil {
+			s.log.Warn("copy push rules to the upgraded room", "user", u, "err", err)
+			continue
+		}
+		if !copyRulesForRoom(rules, oldRoom, newRoom) {
+			continue
+		}
+		if err := s.savePushRules(ctx, u, rules); err != nil {
+			s.log.Warn("copy push rules to the upgraded room", "user", u, "err", err)
+		}
+	}
+}
+
+// copyRulesForRoom adds to rules the copies copyRoomPushRules describes;
+// it reports whether it added any.
+func copyRulesForRoom(rules *pushRuleset, oldRoom, newRoom string) bool {
+	added := false
+	for _, kind := range []string{"override", "room", "underride"} {
+		list := rules.list(kind)
+		have := map[string]bool{}
+		for _, r := range *list {
+			have[r.RuleID] = true
+		}
+		var out []pushRule
+		for _, r := range *list {
+			out = append(out, r)
+			if r.Default || !strings.Contains(r.RuleID, oldRoom) {
+				continue
+			}
+			names := false
+			conds := make([]pushCondition, len(r.Conditions))
+			for i, c := range r.Conditions {
+				if c.Kind == "event_match" && c.Key == "room_id" && c.Pattern == oldRoom {
+					c.Pattern = newRoom
+					names = true
+				}
+				conds[i] = c
+			}
+			newID := strings.ReplaceAll(r.RuleID, oldRoom, newRoom)
+			if !names || have[newID] {
+				continue
+			}
+			cp := r
+			cp.RuleID, cp.Conditions, cp.Actions = newID, conds, slices.Clone(r.Actions)
+			out = append(out, cp)
+			have[newID] = true
+			added = true
+		}
+		*list = out
+	}
+	return added
 }

@@ -109,8 +109,8 @@ func TestRoomUpgrade(t *testing.T) {
 		if n := rooms(alice); n != 1 {
 			t.Fatalf("alice is in %d rooms after refused upgrades", n)
 		}
-		if _, code, me := upgrade(t, alice, "!unknown:"+id.RoomID(hs), map[string]any{"new_version": "12"}); code != 403 {
-			t.Errorf("upgrade of an unknown room: %d %+v", code, me)
+		if _, code, me := upgrade(t, alice, "!unknown:"+id.RoomID(hs), map[string]any{"new_version": "12"}); code != 404 || me.Code != "M_NOT_FOUND" {
+			t.Errorf("upgrade of an unknown room: %d %+v, want 404 M_NOT_FOUND", code, me)
 		}
 
 		newRoom, code, me := upgrade(t, alice, old, map[string]any{"new_version": "12"})
@@ -322,6 +322,103 @@ func TestRoomUpgradeV12Creators(t *testing.T) {
 		}
 		if name := stateContent(t, alice, v11, event.StateRoomName, ""); name["name"] != "総務課（新）" {
 			t.Errorf("name: %v", name)
+		}
+	})
+}
+
+// TestRoomUpgradeBogusRoom: upgrading a room the server does not know is
+// 404 M_NOT_FOUND (SyTest's "/upgrade of a bogus room fails gracefully"); a
+// known room the user is not in stays 403.
+func TestRoomUpgradeBogusRoom(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+		if _, code, me := upgrade(t, alice, "!fail:unknown", map[string]any{"new_version": "11"}); code != 404 || me.Code != "M_NOT_FOUND" {
+			t.Fatalf("bogus room: %d %s, want 404 M_NOT_FOUND", code, me.Code)
+		}
+		room, err := bob.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, code, me := upgrade(t, alice, room.RoomID, map[string]any{"new_version": "11"}); code != 403 || me.Code != "M_FORBIDDEN" {
+			t.Fatalf("someone else's room: %d %s, want 403 M_FORBIDDEN", code, me.Code)
+		}
+	})
+}
+
+// TestRoomUpgradeCopiesPushRules: a local member's own push rules for the
+// old room (a room rule, an override with a room_id condition) are copied
+// for the new room on upgrade (v10 → v11), the originals kept; rules about
+// other rooms are not copied (SyTest's "local user has push rules copied to
+// upgraded room").
+func TestRoomUpgradeCopiesPushRules(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+		ctx := ctxT(t)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomVersion: "10", Invite: []id.UserID{bob.UserID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		old := string(room.RoomID)
+		put := func(kind, ruleID string, body map[string]any) {
+			t.Helper()
+			if code, me := do(t, http.DefaultClient, "PUT", bob.BuildClientURL("v3", "pushrules", "global", kind, ruleID), bob.AccessToken, body, nil); code != 200 {
+				t.Fatalf("PUT push rule %s/%s: %d %s", kind, ruleID, code, me.Code)
+			}
+		}
+		put("room", old, map[string]any{"actions": []any{"notify"}})
+		put("override", "mute-"+old, map[string]any{"actions": []any{},
+			"conditions": []any{map[string]any{"kind": "event_match", "key": "room_id", "pattern": old}}})
+		put("room", string(other.RoomID), map[string]any{"actions": []any{}})
+
+		newRoom, code, me := upgrade(t, alice, room.RoomID, map[string]any{"new_version": "11"})
+		if code != 200 {
+			t.Fatalf("upgrade: %d %s", code, me.Code)
+		}
+		nr := string(newRoom)
+		var rules struct {
+			Global map[string][]struct {
+				RuleID     string           `json:"rule_id"`
+				Default    bool             `json:"default"`
+				Actions    []any            `json:"actions"`
+				Conditions []map[string]any `json:"conditions"`
+			} `json:"global"`
+		}
+		if code, me := do(t, http.DefaultClient, "GET", bob.BuildClientURL("v3", "pushrules", ""), bob.AccessToken, nil, &rules); code != 200 {
+			t.Fatalf("GET push rules: %d %s", code, me.Code)
+		}
+		ids := map[string][]string{}
+		for kind, list := range rules.Global {
+			for _, r := range list {
+				if r.Default {
+					continue
+				}
+				ids[kind] = append(ids[kind], r.RuleID)
+				if r.RuleID == "mute-"+nr && (len(r.Conditions) != 1 || r.Conditions[0]["pattern"] != nr) {
+					t.Errorf("copied override's conditions: %v", r.Conditions)
+				}
+				if r.RuleID == nr && (len(r.Actions) != 1 || r.Actions[0] != "notify") {
+					t.Errorf("copied room rule's actions: %v", r.Actions)
+				}
+			}
+		}
+		slices.Sort(ids["room"])
+		want := []string{old, nr, string(other.RoomID)}
+		slices.Sort(want)
+		deepEq(t, "bob's room rules", ids["room"], want)
+		deepEq(t, "bob's override rules", ids["override"], []string{"mute-" + old, "mute-" + nr})
+
+		// alice had no rules for the room: none made.
+		if code, _ := do(t, http.DefaultClient, "GET", alice.BuildClientURL("v3", "pushrules", "global", "room", nr), alice.AccessToken, nil, nil); code != 404 {
+			t.Fatalf("alice has a room rule for the new room: %d", code)
 		}
 	})
 }
