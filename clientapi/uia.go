@@ -3,6 +3,7 @@ package clientapi
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -132,7 +133,8 @@ type uiaAuth struct {
 // uia runs user-interactive auth for dev's request, whose purpose names
 // what it does and to what. It reports whether the request may go ahead;
 // when not, it has written the answer: a 401 with the flows and a session
-// (with M_FORBIDDEN after a wrong password), or another error.
+// (with M_FORBIDDEN after a wrong password), or another error (403
+// M_FORBIDDEN for an identifier naming another account).
 func (s *Server) uia(w http.ResponseWriter, r *http.Request, dev *Device, purpose string, auth *uiaAuth) bool {
 	now := time.Now()
 	if auth == nil || (auth.Type == "" && auth.Session == "") {
@@ -173,6 +175,14 @@ func (s *Server) uia(w http.ResponseWriter, r *http.Request, dev *Device, purpos
 		retry(newErr(http.StatusUnauthorized, "M_UNRECOGNIZED", "authentication type %q is not offered: use %s", auth.Type, uiaStage))
 		return false
 	}
+	if s.uiaOtherUser(dev, auth) {
+		// Not a failed stage but a request this identity may not make
+		// (the spec's "fails for a reason other than authentication"):
+		// a 403 in the standard format, and the password is not checked,
+		// so that this is no way to test another account's password.
+		writeError(w, errForbidden("the identifier names another account: confirm with your own password"))
+		return false
+	}
 	if err := s.uiaPassword(r, dev, auth); err != nil {
 		var me *Error
 		if errors.As(err, &me) && me.Code == "M_FORBIDDEN" {
@@ -187,6 +197,23 @@ func (s *Server) uia(w http.ResponseWriter, r *http.Request, dev *Device, purpos
 		return false
 	}
 	return true
+}
+
+// uiaOtherUser reports whether the stage's identifier names a user other
+// than dev's (a localpart or a full user ID).
+func (s *Server) uiaOtherUser(dev *Device, auth *uiaAuth) bool {
+	name := auth.User
+	if auth.Identifier != nil {
+		if auth.Identifier.Type != "m.id.user" {
+			return false
+		}
+		name = auth.Identifier.User
+	}
+	if strings.TrimSpace(name) == "" {
+		return false
+	}
+	userID, err := s.userID(strings.TrimSpace(name))
+	return err == nil && userID != dev.UserID
 }
 
 // uiaPassword checks the m.login.password stage: the password of dev's own
