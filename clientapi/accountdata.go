@@ -90,6 +90,9 @@ func (s *Server) putAccountData(ctx context.Context, userID, roomID, typ string,
 	err := s.store.PutAccountData(ctx, storage.AccountData{UserID: userID, RoomID: roomID, Type: typ, Content: content, Pos: pos})
 	if err == nil {
 		s.latest.putAccountData(userID, pos) // before Complete makes pos visible
+		if roomID == "" && typ == ignoredUserListType {
+			s.noteIgnored(userID, content)
+		}
 	}
 	s.rooms.Stream().Complete(pos)
 	if err == nil {

@@ -135,7 +135,12 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var chunk []*rooms.Event
-	vis := s.visibility(r.Context(), dev.UserID, roomID)
+	ignored, err := s.ignoredUsers(r.Context(), dev.UserID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	vis := s.visibility(r.Context(), dev.UserID, roomID).ignoring(ignored)
 	cursor := from
 	more := true
 	var oldest *rooms.Event // the oldest event read, for backfill

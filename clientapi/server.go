@@ -55,6 +55,7 @@ type Server struct {
 	enroll      enrollment
 	loginTokens loginTokens
 	uiaSessions uiaSessions
+	ignores     ignoreLists // m.ignored_user_list, per user
 	notices     *notices
 	push        *pusher
 	eval        *evaluator

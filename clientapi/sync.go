@@ -95,6 +95,7 @@ type syncRequest struct {
 	since     *syncToken
 	filter    *Filter
 	fullState bool
+	ignored   ignoreSet // users whose events and invites are left out
 }
 
 // Response shapes (sync.yaml).
@@ -249,6 +250,9 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 	if err != nil {
 		return nil, false, err
 	}
+	if req.ignored, err = s.ignoredUsers(ctx, dev.UserID); err != nil {
+		return nil, false, err
+	}
 	var joinedNow []string // rooms joined since the token
 	for roomID, m := range memberships {
 		if m.Pos > cur || !allowsRoom(req.filter.Room.Rooms, req.filter.Room.NotRooms, roomID) {
@@ -276,6 +280,9 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 				ir, err := s.syncInvited(ctx, roomID, m)
 				if err != nil {
 					return nil, false, err
+				}
+				if req.ignored[invitedBy(ir, dev.UserID)] {
+					continue
 				}
 				resp.Rooms.Invite[roomID] = ir
 				empty = false
@@ -350,7 +357,7 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 	if initial {
 		lo = 0
 	}
-	vis := s.visibility(ctx, dev.UserID, roomID)
+	vis := s.visibility(ctx, dev.UserID, roomID).ignoring(req.ignored)
 	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, lo, cur, limit, func(ev *rooms.Event) bool {
 		return tf.allowsEvent(ev) && vis.allows(ev)
 	})
@@ -582,7 +589,7 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 	if req.since == nil {
 		lo = 0
 	}
-	vis := s.visibility(ctx, req.dev.UserID, roomID)
+	vis := s.visibility(ctx, req.dev.UserID, roomID).ignoring(req.ignored)
 	shown, limited, _, err := s.filteredTimeline(ctx, roomID, min(lo, m.Pos), m.Pos, limit, func(ev *rooms.Event) bool {
 		return req.filter.Room.Timeline.allowsEvent(ev) && vis.allows(ev)
 	})

@@ -28,6 +28,7 @@ type visibility struct {
 	version        gomatrixserverlib.IRoomVersion // looked up on first need
 	joined         *bool                          // likewise
 	leftAt         int64                          // with joined: the position of the leave, MaxInt64 if joined now
+	ignored        ignoreSet                      // senders hidden (ignoring)
 }
 
 // groupVisibility is what decides at one state group: the setting and the
@@ -36,6 +37,13 @@ type visibility struct {
 type groupVisibility struct {
 	setting, membership string
 	ok                  bool
+}
+
+// ignoring makes v leave out the events of users the reader ignores
+// (their state events excepted).
+func (v *visibility) ignoring(set ignoreSet) *visibility {
+	v.ignored = set
+	return v
 }
 
 func (s *Server) visibility(ctx context.Context, userID, roomID string) *visibility {
@@ -55,6 +63,9 @@ func (v *visibility) only(evs []*rooms.Event) []*rooms.Event {
 
 // allows reports whether the user may see ev.
 func (v *visibility) allows(ev *rooms.Event) bool {
+	if v.ignored.hides(ev) {
+		return false
+	}
 	if ev.Type() == spec.MRoomMember {
 		if sk := ev.StateKey(); sk != nil && *sk == v.userID {
 			return true // one's own membership events, always
