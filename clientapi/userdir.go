@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sort"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/machi-chat/machi/rooms"
+	"github.com/machi-chat/machi/storage"
 )
 
 // User directory limits: the default and the most results of one search.
@@ -28,10 +30,12 @@ type userResult struct {
 }
 
 // handleUserSearch serves POST /_matrix/client/v3/user_directory/search.
-// Every active local account is searchable (a city's staff find each
-// other), and remote users who share a room with the searcher; deactivated
-// accounts never. The term matches display names anywhere in them and
-// user IDs, ignoring case, full/half width, hiragana/katakana and spaces.
+// As the spec has it, a search finds the users who share a room with the
+// searcher or are joined to a public room (join rule public, or history
+// world_readable); with user_directory.search_all_users every active local
+// account is findable too (a city's staff find each other). Deactivated
+// accounts never. The term matches display names anywhere in them and user
+// IDs, ignoring case, full/half width, hiragana/katakana and spaces.
 func (s *Server) handleUserSearch(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	var req struct {
@@ -77,16 +81,27 @@ func (s *Server) searchUsers(ctx context.Context, searcher, term string) ([]user
 	out := []userResult{} // "results" is an array even when nothing matches
 	seen := map[string]bool{}
 	notices := s.notices.sender()
+	vis, err := s.directoryScope(ctx, searcher)
+	if err != nil {
+		return nil, err
+	}
 	for _, u := range users {
 		if u.Deactivated || u.UserID == notices {
 			continue
 		}
-		seen[u.UserID] = true
-		if rank, ok := matchUser(term, u.UserID, u.DisplayName); ok {
-			out = append(out, userResult{UserID: u.UserID, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL, rank: rank})
+		rank, ok := matchUser(term, u.UserID, u.DisplayName)
+		if !ok {
+			continue
 		}
+		if visible, err := vis.findable(ctx, u.UserID); err != nil {
+			return nil, err
+		} else if !visible {
+			continue
+		}
+		seen[u.UserID] = true
+		out = append(out, userResult{UserID: u.UserID, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL, rank: rank})
 	}
-	remote, err := s.remoteRoommates(ctx, searcher)
+	remote, err := s.remoteRoommates(ctx, searcher, vis, users)
 	if err != nil {
 		return nil, err
 	}
@@ -113,18 +128,137 @@ func (s *Server) searchUsers(ctx context.Context, searcher, term string) ([]user
 	return out, nil
 }
 
+// directoryScope decides which local users one searcher may find.
+type directoryScope struct {
+	s      *Server
+	all    bool            // user_directory.search_all_users
+	shared map[string]bool // the rooms the searcher is joined to
+	public map[string]bool // rooms looked at: public or not
+}
+
+func (s *Server) directoryScope(ctx context.Context, searcher string) (*directoryScope, error) {
+	d := &directoryScope{s: s, all: s.cfg.UserDir.SearchAllUsers, shared: map[string]bool{}, public: map[string]bool{}}
+	if d.all {
+		return d, nil
+	}
+	ms, err := s.rooms.UserRooms(ctx, searcher)
+	if err != nil {
+		return nil, err
+	}
+	for roomID, m := range ms {
+		if m.Membership == spec.Join {
+			d.shared[roomID] = true
+		}
+	}
+	return d, nil
+}
+
+// findable reports whether the searcher may find local user userID: every
+// user with search_all_users, otherwise one joined to a room the searcher
+// is joined to or to a public room.
+func (d *directoryScope) findable(ctx context.Context, userID string) (bool, error) {
+	if d.all {
+		return true, nil
+	}
+	ms, err := d.s.rooms.UserRooms(ctx, userID)
+	if err != nil {
+		return false, err
+	}
+	for roomID, m := range ms {
+		if m.Membership != spec.Join {
+			continue
+		}
+		if d.shared[roomID] {
+			return true, nil
+		}
+		if pub, err := d.isPublic(ctx, roomID); err != nil {
+			return false, err
+		} else if pub {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// isPublic is publicForDirectory, remembered for the search.
+func (d *directoryScope) isPublic(ctx context.Context, roomID string) (bool, error) {
+	pub, ok := d.public[roomID]
+	if !ok {
+		var err error
+		if pub, err = d.s.publicForDirectory(ctx, roomID); err != nil {
+			return false, err
+		}
+		d.public[roomID] = pub
+	}
+	return pub, nil
+}
+
+// publicForDirectory reports whether a room's members are findable by
+// everyone: anyone may join it (join rule public) or read it
+// (history_visibility world_readable).
+func (s *Server) publicForDirectory(ctx context.Context, roomID string) (bool, error) {
+	snap, err := s.rooms.CurrentState(ctx, roomID)
+	if errors.Is(err, rooms.ErrUnknownRoom) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if ev := snap.Get(spec.MRoomJoinRules, ""); ev != nil {
+		var c struct {
+			JoinRule string `json:"join_rule"`
+		}
+		if json.Unmarshal(ev.PDU.Content(), &c) == nil && c.JoinRule == spec.Public {
+			return true, nil
+		}
+	}
+	if ev := snap.Get(spec.MRoomHistoryVisibility, ""); ev != nil {
+		var c struct {
+			HistoryVisibility string `json:"history_visibility"`
+		}
+		if json.Unmarshal(ev.PDU.Content(), &c) == nil && c.HistoryVisibility == "world_readable" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // remoteRoommates lists the remote users joined to the rooms the searcher
-// is joined to, with the profile their member event carries.
-func (s *Server) remoteRoommates(ctx context.Context, searcher string) ([]userResult, error) {
+// is joined to or to the public rooms this server knows (those a local
+// user is joined to), with the profile their member event carries.
+// search_all_users does not widen it: it is about this server's accounts.
+func (s *Server) remoteRoommates(ctx context.Context, searcher string, vis *directoryScope, users []storage.User) ([]userResult, error) {
 	memberships, err := s.rooms.UserRooms(ctx, searcher)
 	if err != nil {
 		return nil, err
 	}
-	var out []userResult
+	roomIDs := map[string]bool{}
 	for roomID, m := range memberships {
-		if m.Membership != spec.Join {
+		if m.Membership == spec.Join {
+			roomIDs[roomID] = true
+		}
+	}
+	for _, u := range users {
+		if u.Deactivated {
 			continue
 		}
+		ms, err := s.rooms.UserRooms(ctx, u.UserID)
+		if err != nil {
+			return nil, err
+		}
+		for roomID, m := range ms {
+			if m.Membership != spec.Join || roomIDs[roomID] {
+				continue
+			}
+			if pub, err := vis.isPublic(ctx, roomID); err != nil {
+				return nil, err
+			} else if pub {
+				roomIDs[roomID] = true
+			}
+		}
+	}
+	var out []userResult
+	for roomID := range roomIDs {
 		snap, err := s.rooms.CurrentState(ctx, roomID)
 		if err != nil {
 			return nil, err

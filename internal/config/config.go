@@ -39,6 +39,7 @@ type Config struct {
 	Rooms        Rooms         `yaml:"rooms"`
 	Federation   Federation    `yaml:"federation"`
 	Presence     Presence      `yaml:"presence"`
+	UserDir      UserDirectory `yaml:"user_directory"`
 	TURN         TURN          `yaml:"turn"`
 	Policy       policy.Config `yaml:"policy"`
 	Log          Log           `yaml:"log"`
@@ -50,6 +51,16 @@ type Presence struct {
 	// with the people a user shares a room with. Off: /sync carries none
 	// and GET /presence answers 404.
 	Enabled bool `yaml:"enabled"`
+}
+
+// UserDirectory configures /user_directory/search.
+type UserDirectory struct {
+	// SearchAllUsers makes every active local account findable by every
+	// user (all staff of the city find each other). Off (the spec's
+	// behaviour), a search finds only the users who share a room with the
+	// searcher or are in a public room (join rule public, or history
+	// world_readable).
+	SearchAllUsers bool `yaml:"search_all_users"`
 }
 
 // TURN configures the TURN servers VoIP clients are given
@@ -435,6 +446,13 @@ presence:
   # Share online/idle/offline and status messages with the people one shares
   # a room with. false: /sync carries no presence.
   enabled: true
+
+user_directory:
+  # true: every active account of this server can be found by everyone on
+  # it (staff find each other without sharing a room). false, as the Matrix
+  # spec has it: a search finds the users who share a room with the
+  # searcher or are in a public room.
+  search_all_users: false
 
 # TURN servers for voice and video calls (/voip/turnServer). No uris: clients
 # are told there is none.

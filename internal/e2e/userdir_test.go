@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"net/http"
+	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/internal/testrig"
 )
 
@@ -18,9 +21,12 @@ func userIDs(resp *mautrix.RespSearchUserDirectory) []id.UserID {
 	return out
 }
 
+// TestUserDirectory: with user_directory.search_all_users (every staff
+// member findable), the search matches Japanese names ignoring width,
+// kana and spaces, and never finds deactivated accounts.
 func TestUserDirectory(t *testing.T) {
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
-		c := startCity(t, engine)
+		c := startCity(t, engine, func(cfg *config.Config) { cfg.UserDir.SearchAllUsers = true })
 		ctx := ctxT(t)
 		named := func(name, display string) *mautrix.Client {
 			cl := register(t, c.srv, name)
@@ -113,8 +119,9 @@ func TestUserDirectory(t *testing.T) {
 	})
 }
 
-// Users of another city are found by those who share a room with them,
-// under the name their member event carries; nobody else finds them.
+// Users of another city are found by those who share a room with them or
+// while they are in a public room, under the name their member event
+// carries; nobody else finds them.
 func TestUserDirectoryRemoteRoommates(t *testing.T) {
 	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
 		const a, b = "city-a.test", "city-b.test"
@@ -142,6 +149,12 @@ func TestUserDirectoryRemoteRoommates(t *testing.T) {
 		if got := userIDs(resp); len(got) != 1 || got[0] != bob.UserID || resp.Results[0].Extra["display_name"] != "鈴木 一郎" {
 			t.Fatalf("alice searches her remote roommate: %+v", resp.Results)
 		}
+		if resp, err := carol.SearchUserDirectory(ctx, "鈴木", 10); err != nil || len(userIDs(resp)) != 1 {
+			t.Fatalf("carol finds bob in a public room: %v (%v)", userIDs(resp), err)
+		}
+		if _, err := alice.SendStateEvent(ctx, room.RoomID, event.StateJoinRules, "", map[string]any{"join_rule": "invite"}); err != nil {
+			t.Fatal(err)
+		}
 		if resp, err := carol.SearchUserDirectory(ctx, "鈴木", 10); err != nil || len(resp.Results) != 0 {
 			t.Fatalf("carol shares no room with bob, yet finds %v (%v)", userIDs(resp), err)
 		}
@@ -152,6 +165,82 @@ func TestUserDirectoryRemoteRoommates(t *testing.T) {
 		}
 		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[a].srv)+"/_matrix/client/v3/presence/"+string(bob.UserID)+"/status", alice.AccessToken, nil, nil); code != 404 || me.Code != "M_NOT_FOUND" {
 			t.Fatalf("a remote user's presence: %d %+v", code, me)
+		}
+	})
+}
+
+// TestUserDirectoryVisibility: by default (the spec's behaviour) a search
+// finds the users who share a room with the searcher or are joined to a
+// public room (join rule public, or history world_readable); a user only
+// in a private room the searcher is not in, or who left, is not found
+// (SyTest's 52user-directory).
+func TestUserDirectoryVisibility(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		srv := startServer(t, engine)
+		ctx := ctxT(t)
+		named := func(name, display string) *mautrix.Client {
+			cl := register(t, srv, name)
+			if err := cl.SetDisplayName(ctx, display); err != nil {
+				t.Fatal(err)
+			}
+			return cl
+		}
+		searcher := register(t, srv, "searcher")
+		priv := named("priv", "田中 私室")     // only in a private room
+		pub := named("pub", "田中 公開")       // in a public room
+		mate := named("mate", "田中 同室")     // shares a private room with the searcher
+		loner := named("loner", "田中 ひとり") // in no room
+		found := func(term string) []id.UserID {
+			t.Helper()
+			resp, err := searcher.SearchUserDirectory(ctx, term, 50)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return userIDs(resp)
+		}
+		has := func(list []id.UserID, u id.UserID) bool { return slices.Contains(list, u) }
+
+		if _, err := priv.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"}); err != nil {
+			t.Fatal(err)
+		}
+		pubRoom, err := pub.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared, err := mate.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{searcher.UserID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := searcher.JoinRoomByID(ctx, shared.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		got := found("田中")
+		for u, want := range map[id.UserID]bool{priv.UserID: false, pub.UserID: true, mate.UserID: true, loner.UserID: false} {
+			if has(got, u) != want {
+				t.Errorf("%s found = %v, want %v (results %v)", u, !want, want, got)
+			}
+		}
+
+		// The public room turns private: pub disappears; its history made
+		// world_readable: pub is back.
+		if _, err := pub.SendStateEvent(ctx, pubRoom.RoomID, event.StateJoinRules, "", map[string]any{"join_rule": "invite"}); err != nil {
+			t.Fatal(err)
+		}
+		if has(found("田中"), pub.UserID) {
+			t.Error("pub still found after the room's join rule became invite")
+		}
+		if _, err := pub.SendStateEvent(ctx, pubRoom.RoomID, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "world_readable"}); err != nil {
+			t.Fatal(err)
+		}
+		if !has(found("田中"), pub.UserID) {
+			t.Error("pub not found in a world_readable room")
+		}
+		// Leaving: mate leaves the shared room (and is in no other).
+		if _, err := mate.LeaveRoom(ctx, shared.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if has(found("田中"), mate.UserID) {
+			t.Error("mate still found after leaving the only room shared with the searcher")
 		}
 	})
 }
