@@ -186,9 +186,9 @@ func TestUserDirectoryVisibility(t *testing.T) {
 			return cl
 		}
 		searcher := register(t, srv, "searcher")
-		priv := named("priv", "田中 私室")     // only in a private room
-		pub := named("pub", "田中 公開")       // in a public room
-		mate := named("mate", "田中 同室")     // shares a private room with the searcher
+		priv := named("priv", "田中 私室")    // only in a private room
+		pub := named("pub", "田中 公開")      // in a public room
+		mate := named("mate", "田中 同室")    // shares a private room with the searcher
 		loner := named("loner", "田中 ひとり") // in no room
 		found := func(term string) []id.UserID {
 			t.Helper()
