@@ -130,14 +130,15 @@ func (s *Server) searchUsers(ctx context.Context, searcher, term string) ([]user
 
 // directoryScope decides which local users one searcher may find.
 type directoryScope struct {
-	s      *Server
-	all    bool            // user_directory.search_all_users
-	shared map[string]bool // the rooms the searcher is joined to
-	public map[string]bool // rooms looked at: public or not
+	s        *Server
+	searcher string
+	all      bool            // user_directory.search_all_users
+	shared   map[string]bool // the rooms the searcher is joined to
+	public   map[string]bool // rooms looked at: public or not
 }
 
 func (s *Server) directoryScope(ctx context.Context, searcher string) (*directoryScope, error) {
-	d := &directoryScope{s: s, all: s.cfg.UserDir.SearchAllUsers, shared: map[string]bool{}, public: map[string]bool{}}
+	d := &directoryScope{s: s, searcher: searcher, all: s.cfg.UserDir.SearchAllUsers, shared: map[string]bool{}, public: map[string]bool{}}
 	if d.all {
 		return d, nil
 	}
@@ -155,7 +156,8 @@ func (s *Server) directoryScope(ctx context.Context, searcher string) (*director
 
 // findable reports whether the searcher may find local user userID: every
 // user with search_all_users, otherwise one joined to a room the searcher
-// is joined to or to a public room.
+// is joined to or to a public room. The searcher shares no room with
+// themselves: they find themselves only through a public room.
 func (d *directoryScope) findable(ctx context.Context, userID string) (bool, error) {
 	if d.all {
 		return true, nil
@@ -168,7 +170,7 @@ func (d *directoryScope) findable(ctx context.Context, userID string) (bool, err
 		if m.Membership != spec.Join {
 			continue
 		}
-		if d.shared[roomID] {
+		if d.shared[roomID] && userID != d.searcher {
 			return true, nil
 		}
 		if pub, err := d.isPublic(ctx, roomID); err != nil {

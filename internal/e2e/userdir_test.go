@@ -220,6 +220,17 @@ func TestUserDirectoryVisibility(t *testing.T) {
 				t.Errorf("%s found = %v, want %v (results %v)", u, !want, want, got)
 			}
 		}
+		// One shares no room with oneself: priv does not find priv (a
+		// private room), pub finds pub (a public one).
+		for c, want := range map[*mautrix.Client]bool{priv: false, pub: true} {
+			resp, err := c.SearchUserDirectory(ctx, "田中", 50)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if has(userIDs(resp), c.UserID) != want {
+				t.Errorf("%s finds themselves = %v, want %v", c.UserID, !want, want)
+			}
+		}
 
 		// The public room turns private: pub disappears; its history made
 		// world_readable: pub is back.
