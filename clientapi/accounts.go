@@ -110,6 +110,13 @@ func (s *Server) newDevice(ctx context.Context, r *http.Request, userID, deviceI
 		UserID: userID, DeviceID: deviceID, DisplayName: displayName, TokenHash: hashToken(tok),
 		LastSeenTS: now, LastSeenIP: s.clientIP(r), CreatedTS: now, Class: string(class),
 	})
+	if err == nil {
+		// A new device is a change of the user's device list, for them
+		// and those who share a room with them, before it uploads keys.
+		if err := s.deviceListChanged(ctx, userID, deviceID); err != nil {
+			s.log.Warn("record device list change for a new device", "user", userID, "err", err)
+		}
+	}
 	return deviceID, tok, err
 }
 

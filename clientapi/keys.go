@@ -171,7 +171,9 @@ func (s *Server) handleKeysUpload(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if len(dk.Keys) == 0 || len(dk.Algorithms) == 0 || len(dk.Signatures) == 0 {
-			writeError(w, errMissingParam("device_keys needs algorithms, keys and signatures"))
+			// Keys missing from a JSON body: M_BAD_JSON, as the spec's
+			// error codes have it ("missing required keys").
+			writeError(w, errBadJSON("device_keys needs algorithms, keys and signatures"))
 			return
 		}
 		old, err := s.store.DeviceKeys(ctx, map[string][]string{dev.UserID: {dev.DeviceID}})
@@ -326,21 +328,28 @@ func (s *Server) handleKeysQuery(w http.ResponseWriter, r *http.Request) {
 		"self_signing_keys": res.SelfSigningKeys, "user_signing_keys": res.UserSigningKeys, "failures": failures})
 }
 
-// withDisplayName adds unsigned.device_display_name to a device key.
+// withDisplayName gives a device key its unsigned object, with
+// device_display_name when the device has a name.
 func withDisplayName(js []byte, name string) json.RawMessage {
-	if name == "" {
-		return js
-	}
-	var m map[string]any
+	var m map[string]json.RawMessage
 	if json.Unmarshal(js, &m) != nil {
 		return js
 	}
-	unsigned, _ := m["unsigned"].(map[string]any)
-	if unsigned == nil {
-		unsigned = map[string]any{}
+	unsigned := map[string]json.RawMessage{}
+	raw, had := m["unsigned"]
+	if had && json.Unmarshal(raw, &unsigned) != nil {
+		return js
 	}
-	unsigned["device_display_name"] = name
-	m["unsigned"] = unsigned
+	if name == "" && had && unsigned != nil {
+		return js // an unsigned object already, nothing to add
+	}
+	if unsigned == nil {
+		unsigned = map[string]json.RawMessage{} // "unsigned": null
+	}
+	if name != "" {
+		unsigned["device_display_name"], _ = json.Marshal(name)
+	}
+	m["unsigned"], _ = json.Marshal(unsigned)
 	b, _ := json.Marshal(m)
 	return b
 }

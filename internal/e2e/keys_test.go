@@ -32,14 +32,14 @@ func TestE2EEKeys(t *testing.T) {
 			errcode string
 		}{
 			{map[string]any{"device_keys": map[string]any{"user_id": bob.UserID, "device_id": alice.DeviceID, "algorithms": []string{"x"}, "keys": map[string]string{"a:b": "c"}}}, "M_INVALID_PARAM"},
-			{map[string]any{"device_keys": map[string]any{"user_id": alice.UserID, "device_id": alice.DeviceID}}, "M_MISSING_PARAM"},
+			{map[string]any{"device_keys": map[string]any{"user_id": alice.UserID, "device_id": alice.DeviceID}}, "M_BAD_JSON"},
 			{map[string]any{"device_keys": "nope"}, "M_BAD_JSON"},
 			{map[string]any{"one_time_keys": map[string]any{"no-algorithm": "k"}}, "M_INVALID_PARAM"},
 			{map[string]any{"one_time_keys": []string{"x"}}, "M_BAD_JSON"},
 			{map[string]any{"one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": map[string]any{"key": "unsigned"}}}, "M_BAD_JSON"},
 			{map[string]any{"one_time_keys": map[string]any{"curve25519:AAAAAQ": 7}}, "M_BAD_JSON"},
 			{map[string]any{"device_keys": map[string]any{"user_id": alice.UserID, "device_id": alice.DeviceID,
-				"algorithms": []string{"m.megolm.v1.aes-sha2"}, "keys": map[string]string{"ed25519:X": "e"}}}, "M_MISSING_PARAM"},
+				"algorithms": []string{"m.megolm.v1.aes-sha2"}, "keys": map[string]string{"ed25519:X": "e"}}}, "M_BAD_JSON"},
 		} {
 			if code, me := post(alice, "/keys/upload", tc.body, nil); code != 400 || me.Code != tc.errcode {
 				t.Errorf("upload %v: %d %+v, want 400 %s", tc.body, code, me, tc.errcode)
