@@ -272,6 +272,18 @@ func TestFederatedInvites(t *testing.T) {
 			t.Fatalf("invite to a server off the allow-list: %d %+v", code, me)
 		}
 
+		// carol refuses before anyone of city-b is in the room; city-a hears
+		// of it, and carol's next sync moves the room from invite to leave.
+		carolBefore := waitFor(t, carol, "", func(r *mautrix.RespSync) bool { _, ok := r.Rooms.Invite[room.RoomID]; return ok })
+		if _, err := carol.LeaveRoom(ctxT(t), room.RoomID); err != nil {
+			t.Fatalf("carol refuses: %v", err)
+		}
+		waitFor(t, carol, carolBefore, func(r *mautrix.RespSync) bool { _, left := r.Rooms.Leave[room.RoomID]; return left })
+		waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return memberIn(r, room.RoomID, carol.UserID, "leave") })
+		if resp, err := carol.SyncRequest(ctxT(t), 0, "", "", false, ""); err != nil || len(resp.Rooms.Invite) != 0 {
+			t.Fatalf("carol's invites after refusing: %v %+v", err, resp.Rooms.Invite)
+		}
+
 		// bob sees the invite, with the room's name, and joins.
 		waitFor(t, bob, "", func(r *mautrix.RespSync) bool {
 			inv, ok := r.Rooms.Invite[room.RoomID]
@@ -292,15 +304,6 @@ func TestFederatedInvites(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitHistory(t, bob, room.RoomID, func(bodies []string) bool { return slices.Contains(bodies, "ようこそ") })
-
-		// carol refuses; city-a hears of it.
-		if _, err := carol.LeaveRoom(ctxT(t), room.RoomID); err != nil {
-			t.Fatalf("carol refuses: %v", err)
-		}
-		waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return memberIn(r, room.RoomID, carol.UserID, "leave") })
-		if resp, err := carol.SyncRequest(ctxT(t), 0, "", "", false, ""); err != nil || len(resp.Rooms.Invite) != 0 {
-			t.Fatalf("carol's invites after refusing: %v %+v", err, resp.Rooms.Invite)
-		}
 
 		// alice removes bob; city-b shows him out.
 		before, err := bob.SyncRequest(ctxT(t), 0, "", "", false, "")
