@@ -493,8 +493,9 @@ func (s *Server) handleRedact(w http.ResponseWriter, r *http.Request) {
 }
 
 // access returns the stream position up to which userID may read the room:
-// everything while joined, up to their leave otherwise. Never-members get
-// M_FORBIDDEN.
+// everything while joined, up to their leave otherwise. Never-members, and
+// members banned from the room, get M_FORBIDDEN: a ban takes the room's
+// history with it (as a kick does not).
 func (s *Server) access(ctx context.Context, userID, roomID string) (int64, error) {
 	ms, err := s.rooms.UserRooms(ctx, userID)
 	if err != nil {
@@ -512,6 +513,9 @@ func (s *Server) access(ctx context.Context, userID, roomID string) (int64, erro
 	}
 	if m.Membership == spec.Join {
 		return s.rooms.Stream().Current(), nil
+	}
+	if m.Membership == spec.Ban {
+		return 0, errForbidden("you are banned from room %s", roomID)
 	}
 	return m.Pos, nil
 }

@@ -131,6 +131,13 @@ func TestMembershipLifecycle(t *testing.T) {
 		if _, err := bob.JoinRoomByID(ctx, room.RoomID); !errors.Is(err, mautrix.MForbidden) {
 			t.Fatalf("banned join: err = %v, want M_FORBIDDEN", err)
 		}
+		// A ban takes the room's history and state with it.
+		if _, err := bob.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 10); !errors.Is(err, mautrix.MForbidden) {
+			t.Fatalf("banned /messages: err = %v, want M_FORBIDDEN", err)
+		}
+		if _, err := bob.State(ctx, room.RoomID); !errors.Is(err, mautrix.MForbidden) {
+			t.Fatalf("banned /state: err = %v, want M_FORBIDDEN", err)
+		}
 		// Bob may not kick alice: power levels.
 		if _, err := bob.KickUser(ctx, room.RoomID, &mautrix.ReqKickUser{UserID: alice.UserID}); !errors.Is(err, mautrix.MForbidden) {
 			t.Fatalf("bob kicks alice: err = %v, want M_FORBIDDEN", err)
