@@ -67,7 +67,7 @@ func BenchmarkSyncThreads(b *testing.B) {
 		send(bob, "m.room.message", `{"msgtype":"m.text","body":"see",`+rel("m.reference")+`}`)
 	}
 	dev := &Device{UserID: bob, DeviceID: "BENCH"}
-	filter := &Filter{Room: RoomFilter{Timeline: RoomEventFilter{EventFilter: EventFilter{Limit: 60}}}}
+	filter := &Filter{Room: RoomFilter{Timeline: RoomEventFilter{EventFilter: EventFilter{Limit: func() *int { n := 60; return &n }()}}}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -11,7 +12,8 @@ import (
 
 // EventFilter is the spec's EventFilter.
 type EventFilter struct {
-	Limit      int       `json:"limit,omitempty"`
+	// Limit is nil when the filter sets none (limit() reads it).
+	Limit      *int      `json:"limit,omitempty"`
 	Types      *[]string `json:"types,omitempty"`
 	NotTypes   []string  `json:"not_types,omitempty"`
 	Senders    *[]string `json:"senders,omitempty"`
@@ -32,6 +34,14 @@ type RoomEventFilter struct {
 	RelatedBySenders  *[]string `json:"related_by_senders,omitempty"`
 	// UnreadThreadNotifications asks /sync for per-thread counts.
 	UnreadThreadNotifications bool `json:"unread_thread_notifications,omitempty"`
+}
+
+// limit is the filter's limit, or 0 when it sets none.
+func (f *EventFilter) limit() int {
+	if f.Limit == nil {
+		return 0
+	}
+	return *f.Limit
 }
 
 // byRelated reports whether the filter selects events by their children.
@@ -75,17 +85,105 @@ type Filter struct {
 	Room        RoomFilter  `json:"room"`
 }
 
-// validate rejects filters the spec forbids.
+// maxFilterLimit caps every limit of a filter (the spec asks servers to
+// impose a maximum); a larger one is taken as this.
+const maxFilterLimit = 1000
+
+// validate rejects filters the spec's schema forbids (the JSON types are
+// checked when decoding): an event_format other than client or federation,
+// a negative limit, room IDs that are not room IDs, senders that are not
+// user IDs, an empty event type or field path. A limit of 0 is accepted and
+// means no events (the schema asks for more than 0; SyTest and Synapse take
+// 0 as "none", which is what a client asking for it wants).
 func (f *Filter) validate() error {
 	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
 		return errBadJSON("event_format must be client or federation")
 	}
-	for _, l := range []int{f.Room.Timeline.Limit, f.Room.State.Limit, f.Presence.Limit, f.AccountData.Limit} {
-		if l < 0 {
-			return errBadJSON("limits must not be negative")
+	for _, p := range f.EventFields {
+		if p == "" {
+			return errBadJSON("event_fields may not hold an empty path")
+		}
+	}
+	if err := checkRoomIDs("room.rooms", f.Room.Rooms, f.Room.NotRooms); err != nil {
+		return err
+	}
+	for name, ef := range map[string]*EventFilter{"presence": &f.Presence, "account_data": &f.AccountData} {
+		if err := ef.validate(name); err != nil {
+			return err
+		}
+	}
+	for name, rf := range map[string]*RoomEventFilter{"room.timeline": &f.Room.Timeline, "room.state": &f.Room.State,
+		"room.ephemeral": &f.Room.Ephemeral, "room.account_data": &f.Room.AccountData} {
+		if err := rf.validate(name); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// validate checks an event filter; name says where it is, for the error.
+func (f *EventFilter) validate(name string) error {
+	if f.Limit != nil {
+		if *f.Limit < 0 {
+			return errBadJSON("%s.limit must not be negative", name)
+		}
+		if *f.Limit > maxFilterLimit {
+			*f.Limit = maxFilterLimit
+		}
+	}
+	types := f.NotTypes
+	if f.Types != nil {
+		types = append(append([]string{}, types...), *f.Types...)
+	}
+	for _, t := range types {
+		if t == "" {
+			return errBadJSON("%s: an event type may not be empty", name)
+		}
+	}
+	senders := f.NotSenders
+	if f.Senders != nil {
+		senders = append(append([]string{}, senders...), *f.Senders...)
+	}
+	for _, u := range senders {
+		if !validUserID(u) {
+			return errBadJSON("%s: %q is not a user ID", name, u)
+		}
+	}
+	return nil
+}
+
+// validate checks a room event filter.
+func (f *RoomEventFilter) validate(name string) error {
+	if err := f.EventFilter.validate(name); err != nil {
+		return err
+	}
+	if f.RelatedBySenders != nil {
+		for _, u := range *f.RelatedBySenders {
+			if !validUserID(u) {
+				return errBadJSON("%s: %q is not a user ID", name, u)
+			}
+		}
+	}
+	return checkRoomIDs(name+".rooms", f.Rooms, f.NotRooms)
+}
+
+func checkRoomIDs(name string, rooms *[]string, notRooms []string) error {
+	ids := notRooms
+	if rooms != nil {
+		ids = append(append([]string{}, ids...), *rooms...)
+	}
+	for _, id := range ids {
+		if len(id) < 2 || id[0] != '!' {
+			return errBadJSON("%s: %q is not a room ID", name, id)
+		}
+	}
+	return nil
+}
+
+// validUserID is the filter's check of a user ID: @localpart:server.
+func validUserID(u string) bool {
+	i := strings.IndexByte(u, ':')
+	return strings.HasPrefix(u, "@") && i > 1 && i < len(u)-1
 }
 
 // matchType matches an event type against a pattern with '*' wildcards.
@@ -177,12 +275,7 @@ func (s *Server) handlePostFilter(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var f Filter
-	if err := json.Unmarshal(body, &f); err != nil {
-		writeError(w, errBadJSON("invalid filter: %v", err))
-		return
-	}
-	if err := f.validate(); err != nil {
+	if _, err := parseFilter(body); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -214,15 +307,36 @@ func (s *Server) handleGetFilter(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, json.RawMessage(body))
 }
 
-// loadFilter resolves a filter parameter: inline JSON or a filter ID.
-func (s *Server) loadFilter(r *http.Request, userID, param string) (*Filter, error) {
+// parseFilter decodes and validates a filter: M_BAD_JSON for a field of
+// the wrong type or a value the schema forbids.
+func parseFilter(body []byte) (*Filter, error) {
 	f := &Filter{}
+	if err := json.Unmarshal(body, f); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return nil, errBadJSON("invalid filter: %s must be %s", te.Field, te.Type)
+		}
+		return nil, errBadJSON("invalid filter: %v", err)
+	}
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// loadFilter resolves a filter parameter: inline JSON (the spec: when its
+// first character is "{") or a filter ID. An inline filter that is not
+// JSON is M_NOT_JSON; one the schema refuses, M_BAD_JSON, as for POST.
+func (s *Server) loadFilter(r *http.Request, userID, param string) (*Filter, error) {
 	if param == "" {
-		return f, nil
+		return &Filter{}, nil
 	}
 	var body []byte
-	if strings.HasPrefix(strings.TrimSpace(param), "{") {
+	if strings.HasPrefix(param, "{") {
 		body = []byte(param)
+		if !json.Valid(body) {
+			return nil, newErr(http.StatusBadRequest, "M_NOT_JSON", "the filter parameter is not valid JSON")
+		}
 	} else {
 		var err error
 		if body, err = s.store.GetFilter(r.Context(), userID, param); err != nil {
@@ -232,11 +346,5 @@ func (s *Server) loadFilter(r *http.Request, userID, param string) (*Filter, err
 			return nil, err
 		}
 	}
-	if err := json.Unmarshal(body, f); err != nil {
-		return nil, errBadJSON("invalid filter: %v", err)
-	}
-	if err := f.validate(); err != nil {
-		return nil, err
-	}
-	return f, nil
+	return parseFilter(body)
 }

@@ -130,8 +130,8 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if filter.Limit > 0 && filter.Limit < limit {
-		limit = filter.Limit
+	if l := filter.limit(); l > 0 && l < limit {
+		limit = l
 	}
 
 	var chunk []*rooms.Event

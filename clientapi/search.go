@@ -158,7 +158,7 @@ func (s *Server) planSearch(c *roomEventsCriteria, next string) (*searchPlan, er
 	if p.filter == nil {
 		p.filter = &RoomEventFilter{}
 	}
-	if l := p.filter.Limit; l < 0 {
+	if l := p.filter.limit(); l < 0 {
 		return nil, errInvalidParam("filter.limit must not be negative")
 	} else if l > 0 {
 		p.limit = min(l, searchMaxLimit)

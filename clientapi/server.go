@@ -64,6 +64,7 @@ type Server struct {
 	receipts     receiptCache
 	unread       unreadCache
 	latest       *latest
+	lazy         *lazyMembers // member events lazy-loading syncs sent (lazymembers.go)
 	keyCounts    keyCounts
 	keysMu       sync.Mutex // merging other servers' answers
 	tagMu        sync.Mutex // serialises read-modify-write of m.tag
@@ -175,6 +176,7 @@ func New(cfg *config.Config, d Deps) *Server {
 		tokens:       map[string]*Device{},
 		toDeviceTxns: recent.New(10000),
 		latest:       newLatest(d.Rooms.Stream().Current()),
+		lazy:         newLazyMembers(),
 		touches:      make(chan touch, 256),
 		stopped:      make(chan struct{}),
 	}

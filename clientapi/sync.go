@@ -57,6 +57,13 @@ func (s *Server) handleSync(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.notePresenceSync(r.Context(), dev.UserID, setPresence)()
 	req := &syncRequest{dev: dev, since: since, filter: filter, fullState: fullState}
+	lazyFrom := "" // the token lazy-loading's held members are looked up by
+	if since != nil && !fullState {
+		lazyFrom = q.Get("since")
+	}
+	if filter.Room.State.LazyLoadMembers {
+		req.lazyHeld = s.lazy.held(dev.key(), lazyFrom)
+	}
 
 	var timer <-chan time.Time
 	for {
@@ -69,6 +76,9 @@ func (s *Server) handleSync(w http.ResponseWriter, r *http.Request) {
 		}
 		if !empty || since == nil || fullState || timeout == 0 {
 			release()
+			if filter.Room.State.LazyLoadMembers {
+				s.lazy.record(dev.key(), lazyFrom, req.nextBatch, req.lazySent)
+			}
 			writeJSON(w, 200, body)
 			return
 		}
@@ -96,6 +106,10 @@ type syncRequest struct {
 	filter    *Filter
 	fullState bool
 	ignored   ignoreSet // users whose events and invites are left out
+	// Lazy-loading members: what the client holds at since, and what this
+	// response sends (buildSync starts it afresh).
+	lazyHeld, lazySent lazySent
+	nextBatch          string // of the last response built
 }
 
 // Response shapes (sync.yaml).
@@ -198,6 +212,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 		OTKCount: map[string]int{},
 	}
 	empty := true
+	req.lazySent = lazySent{}
 
 	// To-device first: when there are more than one response carries, the
 	// whole response stops at the last one delivered.
@@ -261,17 +276,28 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 		changed := req.since == nil || m.Pos > from.pos
 		switch m.Membership {
 		case spec.Join:
+			// Joined since the token: the client has nothing of the room
+			// yet. A membership change of one joined before (a new
+			// displayname) is no join.
+			newlyJoined := false
 			if changed && req.since != nil {
-				joinedNow = append(joinedNow, roomID)
+				was, err := s.membershipAt(ctx, roomID, dev.UserID, from.pos)
+				if err != nil {
+					return nil, false, err
+				}
+				if newlyJoined = was != spec.Join; newlyJoined {
+					joinedNow = append(joinedNow, roomID)
+				}
 			}
-			jr, err := s.syncJoined(ctx, req, roomID, m, from, cur, changed || req.fullState)
+			jr, err := s.syncJoined(ctx, req, roomID, from, cur, req.since == nil || newlyJoined || req.fullState)
 			if err != nil {
 				return nil, false, err
 			}
 			if ad := roomData[roomID]; len(ad) > 0 {
 				jr.AccountData.Events = ad
 			}
-			if req.since == nil || req.fullState || changed || len(jr.Timeline.Events) > 0 || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
+			if req.since == nil || req.fullState || newlyJoined || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 ||
+				len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
 				resp.Rooms.Join[roomID] = jr
 				empty = false
 			}
@@ -340,34 +366,47 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 	}
 	resp.OTKCount, resp.Fallback = counts.otk, counts.fallback
 	resp.NextBatch = syncToken{pos: cur, typing: typingNow, presence: presenceNow}.String()
+	req.nextBatch = resp.NextBatch
 	body, err := json.Marshal(resp)
 	return body, empty, err
 }
 
 // syncJoined builds a joined room's section. initial is set for initial
 // and full-state syncs and for rooms joined since the token.
-func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string, m storage.Membership, from syncToken, cur int64, initial bool) (*joinedRoom, error) {
+func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string, from syncToken, cur int64, initial bool) (*joinedRoom, error) {
 	dev := req.dev
 	tf := &req.filter.Room.Timeline
-	limit := tf.Limit
-	if limit == 0 {
-		limit = 20
-	}
 	lo := from.pos
 	if initial {
 		lo = 0
 	}
 	vis := s.visibility(ctx, dev.UserID, roomID).ignoring(req.ignored)
-	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, lo, cur, limit, func(ev *rooms.Event) bool {
-		return tf.allowsEvent(ev) && vis.allows(ev)
+	// State events of the current state pass whatever history visibility
+	// says: a member may read the current state anyway, and a client
+	// seeing the state change in its timeline keeps a consistent room (a
+	// join while the user was away from a "joined" room).
+	var current *rooms.Snapshot
+	inCurrent := func(ev *rooms.Event) bool {
+		if !ev.IsState() {
+			return false
+		}
+		if current == nil {
+			var err error
+			if current, err = s.rooms.CurrentState(ctx, roomID); err != nil {
+				return false
+			}
+		}
+		c := current.Get(ev.Type(), *ev.StateKey())
+		return c != nil && c.ID() == ev.ID()
+	}
+	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, lo, cur, timelineLimit(tf), func(ev *rooms.Event) bool {
+		return tf.allowsEvent(ev) && (vis.allows(ev) || inCurrent(ev))
 	})
 	if err != nil {
 		return nil, err
 	}
 	jr := &joinedRoom{State: newEventList(), Ephemeral: newEventList(), AccountData: newEventList(),
 		Timeline: timeline{Events: []json.RawMessage{}, Limited: limited}}
-	now := nowTime()
-	key := dev.key()
 	before := len(shown)
 	if shown, err = s.relatedOnly(ctx, tf, roomID, shown, cur); err != nil {
 		return nil, err
@@ -383,50 +422,19 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 	} else {
 		jr.Timeline.PrevBatch = posToken(cur)
 	}
-
-	// State: the whole state at the start of the timeline when the client
-	// has none (initial) or may have missed some (a gap: events cut by the
-	// limit or dropped by the filter). The timeline starts at its first
-	// event shown: state events the filter kept out of it are in the state
-	// (the current state when nothing is shown).
-	if initial || gap {
-		var snap *rooms.Snapshot
-		if len(shown) > 0 {
-			version, err := s.rooms.Version(ctx, roomID)
-			if err != nil {
-				return nil, err
-			}
-			if snap, err = s.rooms.StateAt(ctx, version, shown[0].StateGroup); err != nil {
-				return nil, err
-			}
-		} else if snap, err = s.rooms.CurrentState(ctx, roomID); err != nil {
-			return nil, err
-		}
-		sf := &req.filter.Room.State
-		lazy := sf.LazyLoadMembers
-		need := map[string]bool{dev.UserID: true}
-		for _, ev := range shown {
-			need[ev.Sender()] = true
-		}
-		snap.Each(func(ev *rooms.Event) {
-			if lazy && ev.Type() == spec.MRoomMember && !need[*ev.StateKey()] {
-				return
-			}
-			if sf.allowsEvent(ev) {
-				jr.State.Events = append(jr.State.Events, ev.ClientJSON(now, key))
-			}
-		})
-		if initial {
-			// The summary counts the members now, not at the start of the
-			// timeline, whose joins may be in the timeline itself.
-			current, err := s.rooms.CurrentState(ctx, roomID)
-			if err != nil {
-				return nil, err
-			}
-			jr.Summary = summarize(current, dev.UserID)
-		}
+	if jr.State.Events, err = s.roomState(ctx, req, roomID, shown, initial, gap, from.pos, cur); err != nil {
+		return nil, err
 	}
-
+	if initial {
+		// The summary counts the members now, not at the start of the
+		// timeline, whose joins may be in the timeline itself.
+		if current == nil {
+			if current, err = s.rooms.CurrentState(ctx, roomID); err != nil {
+				return nil, err
+			}
+		}
+		jr.Summary = summarize(current, dev.UserID)
+	}
 	// Ephemeral: typing and receipts.
 	ef := &req.filter.Room.Ephemeral
 	if users, changedAt := s.typing.InRoom(roomID); (initial && len(users) > 0) || changedAt > from.typing {
@@ -579,18 +587,24 @@ func (s *Server) syncRemoteInvite(ctx context.Context, roomID string, m storage.
 	return ir, nil
 }
 
-// syncLeft builds a left room's section: the timeline up to the leave.
+// syncLeft builds a left room's section: the timeline up to the leave,
+// and the state at its start (all of it when the user joined since the
+// token, the changes since the token otherwise).
 func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, m storage.Membership, from syncToken) (*leftRoom, error) {
-	limit := req.filter.Room.Timeline.Limit
-	if limit == 0 {
-		limit = 20
+	initial := req.since == nil || req.fullState
+	if !initial {
+		was, err := s.membershipAt(ctx, roomID, req.dev.UserID, from.pos)
+		if err != nil {
+			return nil, err
+		}
+		initial = was != spec.Join
 	}
 	lo := from.pos
 	if req.since == nil {
 		lo = 0
 	}
 	vis := s.visibility(ctx, req.dev.UserID, roomID).ignoring(req.ignored)
-	shown, limited, _, err := s.filteredTimeline(ctx, roomID, min(lo, m.Pos), m.Pos, limit, func(ev *rooms.Event) bool {
+	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, min(lo, m.Pos), m.Pos, timelineLimit(&req.filter.Room.Timeline), func(ev *rooms.Event) bool {
 		return req.filter.Room.Timeline.allowsEvent(ev) && vis.allows(ev)
 	})
 	if errors.Is(err, rooms.ErrUnknownRoom) {
@@ -602,14 +616,19 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 		return nil, err
 	}
 	lr := &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}, Limited: limited}}
+	before := len(shown)
 	if shown, err = s.relatedOnly(ctx, &req.filter.Room.Timeline, roomID, shown, m.Pos); err != nil {
 		return nil, err
 	}
+	gap = gap || len(shown) < before
 	if lr.Timeline.Events, err = s.bundled(ctx, req.dev, roomID, shown, m.Pos); err != nil {
 		return nil, err
 	}
 	if len(shown) > 0 {
 		lr.Timeline.PrevBatch = posToken(shown[0].Pos - 1)
+	}
+	if lr.State.Events, err = s.roomState(ctx, req, roomID, shown, initial, gap, from.pos, m.Pos); err != nil {
+		return nil, err
 	}
 	return lr, nil
 }
@@ -631,6 +650,12 @@ const (
 // still reach its limit, so when keep drops events it reads further back;
 // when keep drops nothing (no filter) it is the one read it always was.
 func (s *Server) filteredTimeline(ctx context.Context, roomID string, lo, hi int64, limit int, keep func(*rooms.Event) bool) (shown []*rooms.Event, limited, gap bool, err error) {
+	if limit <= 0 {
+		// No events wanted: limited and a gap when the range has any
+		// (whether the filter would keep one is not worth a search).
+		evs, _, err := s.rooms.RoomEvents(ctx, roomID, lo, hi, 1)
+		return nil, len(evs) > 0, len(evs) > 0, err
+	}
 	batch := limit
 	for round := 0; round < timelineRounds; round++ {
 		if round > 0 {
