@@ -34,7 +34,10 @@ const (
 // What a user sets by hand is also stored (storage.Presence) by the caller.
 //
 // A /sync marks its user online unless they chose otherwise by hand; a
-// request that changes something (any method but GET) is activity. A sweep
+// request that changes something (any method but GET) is activity, which
+// makes an online user currently_active but brings nobody online: a user
+// whose clients sync with set_presence=offline (or do not sync) stays
+// offline while they send. A sweep
 // turns users offline once no /sync has run for presenceOfflineAfter, and
 // clears currently_active after presenceIdleAfter without activity.
 type Presence struct {
@@ -161,7 +164,7 @@ func (p *Presence) SyncEnded(userID string) {
 }
 
 // Active notes that userID did something and reports whether that changed
-// their presence (online again, or currently active again).
+// their presence (currently active again).
 func (p *Presence) Active(userID string) bool {
 	now := p.now().UnixMilli()
 	p.mu.Lock()
@@ -169,8 +172,6 @@ func (p *Presence) Active(userID string) bool {
 	e := p.entry(userID)
 	e.lastActive = now
 	switch {
-	case e.presence == presOffline && !e.byHand:
-		e.presence, e.active = presOnline, true
 	case e.presence == presOnline && !e.active:
 		e.active = true
 	default:

@@ -98,13 +98,18 @@ func TestPresenceTracker(t *testing.T) {
 		t.Fatal("counter did not move")
 	}
 
-	// bob: set_presence=offline never brings him online; activity does.
+	// bob: set_presence=offline never brings him online, nor does his
+	// activity; a sync without it does.
 	if p.SyncStarted(bob, presOffline) || p.Get(bob).Presence != presOffline {
 		t.Fatal("set_presence=offline brought bob online")
 	}
-	if !p.Active(bob) || p.Get(bob).Presence != presOnline {
-		t.Fatal("bob's activity did not bring him online")
+	if p.Active(bob) || p.Get(bob).Presence != presOffline {
+		t.Fatal("bob's activity brought him online")
 	}
+	if !p.SyncStarted(bob, "") || p.Get(bob).Presence != presOnline {
+		t.Fatal("bob's sync did not bring him online")
+	}
+	p.SyncEnded(bob)
 	// Offline by hand stays through syncs and activity; choosing it when
 	// already offline is a change (it must be stored).
 	p.SyncEnded(bob)
