@@ -591,6 +591,13 @@ func (s *Server) syncRemoteInvite(ctx context.Context, roomID string, m storage.
 // and the state at its start (all of it when the user joined since the
 // token, the changes since the token otherwise).
 func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, m storage.Membership, from syncToken) (*leftRoom, error) {
+	if _, err := s.rooms.Version(ctx, roomID); errors.Is(err, rooms.ErrUnknownRoom) {
+		// A room of another server this one never joined (an invite
+		// rejected): nothing to show but that it is left.
+		return &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}}}, nil
+	} else if err != nil {
+		return nil, err
+	}
 	initial := req.since == nil || req.fullState
 	if !initial {
 		was, err := s.membershipAt(ctx, roomID, req.dev.UserID, from.pos)
