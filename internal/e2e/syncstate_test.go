@@ -443,5 +443,3 @@ func TestSyncPresenceOffline(t *testing.T) {
 		}
 	})
 }
-
-
