@@ -212,7 +212,9 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 		OTKCount: map[string]int{},
 	}
 	empty := true
-	req.lazySent = lazySent{}
+	if req.filter.Room.State.LazyLoadMembers {
+		req.lazySent = lazySent{}
+	}
 
 	// To-device first: when there are more than one response carries, the
 	// whole response stops at the last one delivered.
@@ -381,26 +383,8 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 		lo = 0
 	}
 	vis := s.visibility(ctx, dev.UserID, roomID).ignoring(req.ignored)
-	// State events of the current state pass whatever history visibility
-	// says: a member may read the current state anyway, and a client
-	// seeing the state change in its timeline keeps a consistent room (a
-	// join while the user was away from a "joined" room).
-	var current *rooms.Snapshot
-	inCurrent := func(ev *rooms.Event) bool {
-		if !ev.IsState() {
-			return false
-		}
-		if current == nil {
-			var err error
-			if current, err = s.rooms.CurrentState(ctx, roomID); err != nil {
-				return false
-			}
-		}
-		c := current.Get(ev.Type(), *ev.StateKey())
-		return c != nil && c.ID() == ev.ID()
-	}
 	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, lo, cur, timelineLimit(tf), func(ev *rooms.Event) bool {
-		return tf.allowsEvent(ev) && (vis.allows(ev) || inCurrent(ev))
+		return tf.allowsEvent(ev) && vis.allowsOrCurrent(ev)
 	})
 	if err != nil {
 		return nil, err
@@ -428,10 +412,9 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 	if initial {
 		// The summary counts the members now, not at the start of the
 		// timeline, whose joins may be in the timeline itself.
-		if current == nil {
-			if current, err = s.rooms.CurrentState(ctx, roomID); err != nil {
-				return nil, err
-			}
+		current, err := s.rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			return nil, err
 		}
 		jr.Summary = summarize(current, dev.UserID)
 	}

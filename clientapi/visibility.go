@@ -29,6 +29,7 @@ type visibility struct {
 	joined         *bool                          // likewise
 	leftAt         int64                          // with joined: the position of the leave, MaxInt64 if joined now
 	ignored        ignoreSet                      // senders hidden (ignoring)
+	current        *rooms.Snapshot                // likewise, for allowsOrCurrent
 }
 
 // groupVisibility is what decides at one state group: the setting and the
@@ -59,6 +60,29 @@ func (v *visibility) only(evs []*rooms.Event) []*rooms.Event {
 		}
 	}
 	return out
+}
+
+// allowsOrCurrent is allows for a /sync timeline of a joined room, where
+// state events of the current state pass whatever history visibility
+// says: a member may read the current state anyway, and a client seeing
+// the change in its timeline keeps a consistent room (a join made while
+// the user was away from a "joined" room).
+func (v *visibility) allowsOrCurrent(ev *rooms.Event) bool {
+	if v.allows(ev) {
+		return true
+	}
+	if !ev.IsState() {
+		return false
+	}
+	if v.current == nil {
+		snap, err := v.s.rooms.CurrentState(v.ctx, v.roomID)
+		if err != nil {
+			return false
+		}
+		v.current = snap
+	}
+	c := v.current.Get(ev.Type(), *ev.StateKey())
+	return c != nil && c.ID() == ev.ID()
 }
 
 // allows reports whether the user may see ev.
