@@ -256,6 +256,14 @@ func (s *Server) syncPresence(ctx context.Context, req *syncRequest, memberships
 			return nil, err
 		}
 		views = append(views, more...)
+		// Those who joined the user's rooms since the token: what is
+		// known of them, even unchanged.
+		for u := range req.newMembers {
+			if !shown[u] {
+				shown[u] = true
+				views = append(views, s.presence.Get(u))
+			}
+		}
 	}
 	now := time.Now()
 	var out []json.RawMessage

@@ -110,6 +110,9 @@ type syncRequest struct {
 	// response sends (buildSync starts it afresh).
 	lazyHeld, lazySent lazySent
 	nextBatch          string // of the last response built
+	// newMembers are users whose joins an incremental sync's timelines
+	// show: their presence comes with it.
+	newMembers map[string]bool
 }
 
 // Response shapes (sync.yaml).
@@ -212,6 +215,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 		OTKCount: map[string]int{},
 	}
 	empty := true
+	req.newMembers = nil
 	if req.filter.Room.State.LazyLoadMembers {
 		req.lazySent = lazySent{}
 	}
@@ -352,7 +356,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 	}
 	// Presence: nothing to look at unless some presence changed since the
 	// token or new roommates came (a sync woken by a message skips it).
-	if s.presence != nil && (req.since == nil || from.presence < presenceNow || len(joinedNow) > 0) {
+	if s.presence != nil && (req.since == nil || from.presence < presenceNow || len(joinedNow) > 0 || len(req.newMembers) > 0) {
 		evs, err := s.syncPresence(ctx, req, memberships, joinedNow, from.presence, presenceNow)
 		if err != nil {
 			return nil, false, err
@@ -396,6 +400,16 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 		return nil, err
 	}
 	gap = gap || len(shown) < before
+	if !initial {
+		for _, ev := range shown {
+			if ev.Type() == spec.MRoomMember && *ev.StateKey() != dev.UserID && ev.Membership() == spec.Join {
+				if req.newMembers == nil {
+					req.newMembers = map[string]bool{}
+				}
+				req.newMembers[*ev.StateKey()] = true
+			}
+		}
+	}
 	if jr.Timeline.Events, err = s.bundled(ctx, dev, roomID, shown, cur); err != nil {
 		return nil, err
 	}

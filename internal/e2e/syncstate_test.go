@@ -438,8 +438,17 @@ func TestSyncPresenceOffline(t *testing.T) {
 		if p := presenceOf(rawSync(t, alice, "", a1.NextBatch, "set_presence", "offline"), alice.UserID); p != "online" {
 			t.Fatalf("alice sees herself %q, want online", p)
 		}
-		if p := presenceOf(rawSync(t, bob, "", b1.NextBatch, "set_presence", "offline"), alice.UserID); p != "online" {
+		b2 := rawSync(t, bob, "", b1.NextBatch, "set_presence", "offline")
+		if p := presenceOf(b2, alice.UserID); p != "online" {
 			t.Fatalf("bob sees alice %q, want online", p)
+		}
+		// A new roommate's presence comes with their join, changed or not.
+		carol := register(t, srv, "carol")
+		if _, err := carol.JoinRoomByID(ctxT(t), room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if p := presenceOf(rawSync(t, bob, "", b2.NextBatch, "set_presence", "offline"), carol.UserID); p != "offline" {
+			t.Fatalf("bob sees new member carol as %q, want offline", p)
 		}
 	})
 }
