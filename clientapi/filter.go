@@ -326,7 +326,7 @@ func parseFilter(body []byte) (*Filter, error) {
 
 // loadFilter resolves a filter parameter: inline JSON (the spec: when its
 // first character is "{") or a filter ID. An inline filter that is not
-// JSON is M_NOT_JSON; one the schema refuses, M_BAD_JSON, as for POST.
+// JSON, or that the schema refuses, is M_BAD_JSON.
 func (s *Server) loadFilter(r *http.Request, userID, param string) (*Filter, error) {
 	if param == "" {
 		return &Filter{}, nil
@@ -335,7 +335,7 @@ func (s *Server) loadFilter(r *http.Request, userID, param string) (*Filter, err
 	if strings.HasPrefix(param, "{") {
 		body = []byte(param)
 		if !json.Valid(body) {
-			return nil, newErr(http.StatusBadRequest, "M_NOT_JSON", "the filter parameter is not valid JSON")
+			return nil, errBadJSON("the filter parameter is not valid JSON")
 		}
 	} else {
 		var err error

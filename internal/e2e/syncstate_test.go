@@ -378,7 +378,7 @@ func TestSyncFilterValidation(t *testing.T) {
 		if code, me := do(t, http.DefaultClient, "GET", baseURL(srv)+"/_matrix/client/v3/sync?filter="+url.QueryEscape(`{"room":{"timeline":{"senders":["x"]}}}`), alice.AccessToken, nil, nil); code != 400 || me.Code != "M_BAD_JSON" {
 			t.Errorf("bad inline filter: %d %s", code, me.Code)
 		}
-		if code, me := do(t, http.DefaultClient, "GET", baseURL(srv)+"/_matrix/client/v3/sync?filter="+url.QueryEscape(`{"room":`), alice.AccessToken, nil, nil); code != 400 || me.Code != "M_NOT_JSON" {
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(srv)+"/_matrix/client/v3/sync?filter="+url.QueryEscape(`{"room":`), alice.AccessToken, nil, nil); code != 400 || me.Code != "M_BAD_JSON" {
 			t.Errorf("inline filter that is not JSON: %d %s", code, me.Code)
 		}
 		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{})
