@@ -611,11 +611,6 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, min(lo, m.Pos), m.Pos, timelineLimit(&req.filter.Room.Timeline), func(ev *rooms.Event) bool {
 		return req.filter.Room.Timeline.allowsEvent(ev) && vis.allows(ev)
 	})
-	if errors.Is(err, rooms.ErrUnknownRoom) {
-		// An invite to another server's room, rejected: this server never
-		// had the room, only the invite. The room leaves the invite section.
-		return &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}}}, nil
-	}
 	if err != nil {
 		return nil, err
 	}
