@@ -170,9 +170,11 @@ func (s *Server) handleKeysUpload(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errInvalidParam("device_keys are for %s %s, not this device", dk.UserID, dk.DeviceID))
 			return
 		}
-		if len(dk.Keys) == 0 || len(dk.Algorithms) == 0 || len(dk.Signatures) == 0 {
+		if len(dk.Keys) == 0 || len(dk.Algorithms) == 0 || dk.Signatures == nil {
 			// Keys missing from a JSON body: M_BAD_JSON, as the spec's
-			// error codes have it ("missing required keys").
+			// error codes have it ("missing required keys"). signatures
+			// must be there but may be empty: checking them is the
+			// clients' business (they do, before they trust a device).
 			writeError(w, errBadJSON("device_keys needs algorithms, keys and signatures"))
 			return
 		}

@@ -45,6 +45,11 @@ func TestE2EEKeys(t *testing.T) {
 				t.Errorf("upload %v: %d %+v, want 400 %s", tc.body, code, me, tc.errcode)
 			}
 		}
+		// Signatures may be empty: the clients check them.
+		if code, me := post(bob, "/keys/upload", map[string]any{"device_keys": map[string]any{"user_id": bob.UserID, "device_id": bob.DeviceID,
+			"algorithms": []string{"m.megolm.v1.aes-sha2"}, "keys": map[string]string{"ed25519:" + string(bob.DeviceID): "e"}, "signatures": map[string]any{}}}, nil); code != 200 {
+			t.Errorf("upload with empty signatures: %d %+v", code, me)
+		}
 		var up struct {
 			Counts map[string]int `json:"one_time_key_counts"`
 		}
