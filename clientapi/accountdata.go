@@ -260,8 +260,24 @@ func (s *Server) markRead(ctx context.Context, userID, roomID, typ, eventID, thr
 
 // storeReceipt stores a receipt at a new stream position and wakes wake.
 func (s *Server) storeReceipt(ctx context.Context, rec storage.Receipt, ev *rooms.Event, wake []string) error {
+	// Receipts only move forwards: one for an event before the user's
+	// current receipt (a client catching up on an old device, a late
+	// federation EDU) is acknowledged and dropped, so unread counts do not
+	// go back up.
+	current, err := s.roomReceipts(ctx, rec.RoomID, 0, math.MaxInt64)
+	if err != nil {
+		return err
+	}
+	for _, old := range current {
+		if old.UserID != rec.UserID || old.Type != rec.Type || old.ThreadID != rec.ThreadID {
+			continue
+		}
+		if prev, err := s.rooms.Event(ctx, old.EventID); err == nil && prev.Pos > ev.Pos {
+			return nil
+		}
+	}
 	rec.Pos = s.rooms.Stream().Allocate()
-	err := s.store.PutReceipt(ctx, rec)
+	err = s.store.PutReceipt(ctx, rec)
 	if err == nil { // before Complete makes pos visible
 		s.receipts.put(rec)
 		if s.rooms.IsLocal(rec.UserID) {

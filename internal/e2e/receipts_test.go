@@ -25,13 +25,16 @@ func TestReceiptsAndUnread(t *testing.T) {
 		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
 			t.Fatal(err)
 		}
-		var last id.EventID
+		var first, last id.EventID
 		for _, body := range []string{"一", "二", "@bob 三"} {
 			resp, err := alice.SendText(ctx, room.RoomID, body)
 			if err != nil {
 				t.Fatal(err)
 			}
 			last = resp.EventID
+			if first == "" {
+				first = resp.EventID
+			}
 		}
 		bsince := waitFor(t, bob, "", func(r *mautrix.RespSync) bool {
 			jr, ok := r.Rooms.Join[room.RoomID]
@@ -71,6 +74,21 @@ func TestReceiptsAndUnread(t *testing.T) {
 		})
 		if sawPrivate {
 			t.Error("alice saw bob's private receipt")
+		}
+		// Receipts only move forwards: one for an earlier event is taken
+		// (200) and dropped.
+		if err := bob.MarkRead(ctx, room.RoomID, first); err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.SendReceipt(ctx, room.RoomID, first, event.ReceiptTypeReadPrivate, nil); err != nil {
+			t.Fatal(err)
+		}
+		bfull, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if jr := bfull.Rooms.Join[room.RoomID]; jr == nil || jr.UnreadNotifications == nil || jr.UnreadNotifications.NotificationCount != 0 {
+			t.Errorf("bob's unread count after an older receipt: %+v", jr)
 		}
 		// An initial sync carries the receipt too.
 		full, err := alice.SyncRequest(ctx, 0, "", "", false, "")
