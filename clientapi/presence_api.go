@@ -171,6 +171,53 @@ func (s *Server) wakePresence(ctx context.Context, userID string) {
 	}
 }
 
+// presenceForJoiningServers gives a server whose user joins a room the
+// presence of the room's local members: it hears of changes from then on,
+// but of what is already so only this way (an existing member online for
+// hours changes nothing).
+func (s *Server) presenceForJoiningServers() {
+	if s.presence == nil || s.remote == nil {
+		return
+	}
+	s.rooms.OnCommit(func(ev *rooms.Event, joined []string) {
+		if ev.Type() != spec.MRoomMember || ev.Membership() != spec.Join || len(joined) == 0 {
+			return
+		}
+		uid, err := spec.NewUserID(*ev.StateKey(), true)
+		if err != nil || s.rooms.IsLocal(uid.String()) {
+			return
+		}
+		var u struct {
+			Prev struct {
+				Membership string `json:"membership"`
+			} `json:"prev_content"`
+		}
+		if json.Unmarshal(ev.PDU.Unsigned(), &u) == nil && u.Prev.Membership == spec.Join {
+			return // a profile change, not a join
+		}
+		server := string(uid.Domain())
+		now := time.Now()
+		var contents []map[string]any
+		for _, u := range joined {
+			v := s.presence.Get(u)
+			if v.Presence == presOffline && v.StatusMsg == "" {
+				continue
+			}
+			c := presenceContent(v, now)
+			c["user_id"] = u
+			contents = append(contents, c)
+		}
+		if len(contents) == 0 {
+			return
+		}
+		go func() { // OnCommit runs on the writer: queue it elsewhere
+			if err := s.remote.SendPresenceTo(context.Background(), server, contents); err != nil {
+				s.log.Warn("presence for a joining server", "server", server, "err", err)
+			}
+		}()
+	})
+}
+
 // ApplyRemotePresence is another server's user's presence (federation's
 // m.presence), shown to the local users sharing a room with them.
 func (s *Server) ApplyRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, active bool) {

@@ -142,6 +142,9 @@ type Remote interface {
 	// SendPresence tells the servers sharing a room with a local user of
 	// their presence (content as m.presence carries it).
 	SendPresence(ctx context.Context, userID string, content map[string]any) error
+	// SendPresenceTo gives server the presence of local users (for a
+	// server that has just joined a room with them).
+	SendPresenceTo(ctx context.Context, server string, contents []map[string]any) error
 	// PublicRooms asks server for its room directory (body: the POST
 	// /publicRooms request).
 	PublicRooms(ctx context.Context, server string, body json.RawMessage) (json.RawMessage, error)
@@ -191,6 +194,7 @@ func New(cfg *config.Config, d Deps) *Server {
 		s.presenceStop, s.presenceDone = make(chan struct{}), make(chan struct{})
 		go s.sweepPresence()
 	}
+	s.presenceForJoiningServers()
 	return s
 }
 

@@ -343,6 +343,18 @@ func (f *Federation) SendPresence(ctx context.Context, userID string, content ma
 	return f.queueEDU(ctx, "m.presence", map[string]any{"push": []any{content}}, servers)
 }
 
+// SendPresenceTo gives one server the presence of local users.
+func (f *Federation) SendPresenceTo(ctx context.Context, server string, contents []map[string]any) error {
+	if f.allowed(ctx, server) != nil {
+		return nil
+	}
+	push := make([]any, len(contents))
+	for i, c := range contents {
+		push[i] = c
+	}
+	return f.queueEDU(ctx, "m.presence", map[string]any{"push": push}, []string{server})
+}
+
 // sharingServers are the allowed servers with members in a room userID is
 // joined to.
 func (f *Federation) sharingServers(ctx context.Context, userID string) ([]string, error) {

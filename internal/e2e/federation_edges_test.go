@@ -330,10 +330,24 @@ func TestFederatedDeviceLists(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// alice's presence, set before bob's server is in the room, reaches
+		// bob when he joins.
+		if code, me := do(t, http.DefaultClient, "PUT", baseURL(cities[a].srv)+"/_matrix/client/v3/presence/"+url.PathEscape(string(alice.UserID))+"/status",
+			alice.AccessToken, map[string]string{"presence": "online", "status_msg": "庁舎にいます"}, nil); code != 200 {
+			t.Fatalf("presence: %d %+v", code, me)
+		}
 		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID), bob.AccessToken, map[string]any{}, nil); code != 200 {
 			t.Fatalf("join: %d %+v", code, me)
 		}
 		since := waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return memberIn(r, room.RoomID, bob.UserID, "join") })
+		waitFor(t, bob, "", func(r *mautrix.RespSync) bool {
+			for _, ev := range r.Presence.Events {
+				if ev.Sender == alice.UserID && ev.Content.Raw["status_msg"] == "庁舎にいます" {
+					return true
+				}
+			}
+			return false
+		})
 
 		// bob signs in on a second device, which publishes its keys.
 		var login struct {
