@@ -13,8 +13,8 @@ import (
 )
 
 // fastBuild makes the same PDU as gomatrixserverlib's EventBuilder.Build —
-// byte for byte, which build_test.go checks — for the event format of the
-// room versions machi creates (10, 11, 12), with fewer passes over the
+// byte for byte, which build_test.go checks — for the event format of room
+// versions 3 to 12 (event IDs are the event's hash), with fewer passes over the
 // JSON: Build marshals by reflection, then parses and re-encodes the event
 // three more times to add the hash and the signature. Here the fields are
 // assembled once, in canonical key order; the content hash, the redaction

@@ -3,6 +3,7 @@ package rooms
 import (
 	"bytes"
 	"crypto/ed25519"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func TestFastBuildMatchesGMSL(t *testing.T) {
 		"redaction": {SenderID: "@alice:test.local", RoomID: "!r:test.local", Type: "m.room.redaction", Depth: 12,
 			Redacts: "$victim", Content: spec.RawJSON(`{"redacts":"$victim","reason":"誤送信"}`)},
 	}
-	for _, v := range []gomatrixserverlib.RoomVersion{"10", "11", "12"} {
+	for _, v := range []gomatrixserverlib.RoomVersion{"3", "4", "5", "6", "7", "8", "9", "10", "11", "12"} {
 		version := gomatrixserverlib.MustGetRoomVersion(v)
 		for name, proto := range protos {
 			t.Run(string(v)+"/"+name, func(t *testing.T) {
@@ -53,6 +54,10 @@ func TestFastBuildMatchesGMSL(t *testing.T) {
 				}
 				if got.EventID() != want.EventID() {
 					t.Fatalf("event ID %s, want %s", got.EventID(), want.EventID())
+				}
+				// v3 event IDs are standard base64, v4 and later URL-safe.
+				if v == "3" && strings.ContainsAny(got.EventID(), "-_") || v != "3" && strings.ContainsAny(got.EventID(), "+/") {
+					t.Fatalf("event ID %s has the wrong base64 alphabet for version %s", got.EventID(), v)
 				}
 				redacted, err := version.RedactEventJSON(got.JSON())
 				if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/storage"
 )
@@ -28,6 +29,10 @@ type StateEvent struct {
 type CreateRequest struct {
 	Creator         string
 	CreatorMember   json.RawMessage // content of the creator's join
+	// RoomID is the new room's ID, chosen by the caller (an upgrade names
+	// the replacement in the old room's tombstone first); "" for a random
+	// one. Versions whose room ID is the create event's hash ignore it.
+	RoomID string
 	Version         string          // "" for the default
 	Preset          string          // private_chat, trusted_private_chat, public_chat
 	CreationContent json.RawMessage
@@ -43,6 +48,11 @@ type CreateRequest struct {
 	Actor         policy.Actor
 }
 
+// NewRoomID is a random room ID of server, for room versions 1 to 11.
+func NewRoomID(server spec.ServerName) string {
+	return fmt.Sprintf("!%s:%s", randomString(18), server)
+}
+
 // CreateRoom creates a room: every initial event is built, authorised and
 // checked first, then all commit in one transaction, or none does.
 func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, error) {
@@ -51,7 +61,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		verStr = s.cfg.DefaultVersion
 	}
 	version, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(verStr))
-	if err != nil || !slices.Contains([]string{"10", "11", "12"}, verStr) {
+	if err != nil || !slices.Contains(config.SupportedRoomVersions, verStr) {
 		return "", ErrUnsupportedVersion
 	}
 	events, err := s.initialEvents(req, version)
@@ -61,7 +71,10 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 
 	r := &room{version: version, snap: emptySnapshot()}
 	if !version.DomainlessRoomIDs() {
-		r.id = fmt.Sprintf("!%s:%s", randomString(18), s.cfg.ServerName)
+		r.id = req.RoomID
+		if r.id == "" {
+			r.id = NewRoomID(s.cfg.ServerName)
+		}
 	}
 	var commits []storage.EventCommit
 	var evs []*Event

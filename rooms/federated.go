@@ -90,6 +90,11 @@ func (s *Service) MembershipTemplate(ctx context.Context, roomID, userID, member
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if membership == spec.Join && len(r.joined) == 0 {
+		// Nobody of this server is in the room any more: it has no
+		// current state to vouch for, so it cannot be joined through here.
+		return gomatrixserverlib.ProtoEvent{}, nil, ErrUnknownRoom
+	}
 	key := userID
 	proto := gomatrixserverlib.ProtoEvent{SenderID: userID, RoomID: r.id, Type: spec.MRoomMember, StateKey: &key,
 		PrevEvents: slices.Clone(r.latest), Depth: min(r.depth+1, maxDepth), Content: spec.RawJSON(`{"membership":"` + membership + `"}`)}
@@ -102,6 +107,18 @@ func (s *Service) MembershipTemplate(ctx context.Context, roomID, userID, member
 		return gomatrixserverlib.ProtoEvent{}, nil, &Forbidden{Reason: "the room does not allow " + userID + " to " + membership + ": " + err.Error()}
 	}
 	proto.AuthEvents = trial.AuthEvents
+	if r.version.EventFormat() == gomatrixserverlib.EventFormatV1 {
+		// Versions 1 and 2 reference events as [event ID, hashes] pairs:
+		// the template carries them as the built event has them.
+		var refs struct {
+			Prev json.RawMessage `json:"prev_events"`
+			Auth json.RawMessage `json:"auth_events"`
+		}
+		if err := json.Unmarshal(pdu.JSON(), &refs); err != nil {
+			return gomatrixserverlib.ProtoEvent{}, nil, err
+		}
+		proto.PrevEvents, proto.AuthEvents = refs.Prev, refs.Auth
+	}
 	return proto, r.version, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/machi-chat/machi/internal/config"
 	"github.com/machi-chat/machi/policy"
 )
 
@@ -46,7 +47,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, req *UpgradeRequest) (string,
 	s.upgradeMu.Lock()
 	defer s.upgradeMu.Unlock()
 	newVersion, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(req.NewVersion))
-	if err != nil || !slices.Contains([]string{"10", "11", "12"}, req.NewVersion) {
+	if err != nil || !slices.Contains(config.SupportedRoomVersions, req.NewVersion) {
 		return "", ErrUnsupportedVersion
 	}
 	r, err := s.room(ctx, req.RoomID)
@@ -85,6 +86,19 @@ func (s *Service) UpgradeRoom(ctx context.Context, req *UpgradeRequest) (string,
 	pred := map[string]any{"room_id": req.RoomID}
 	if len(latest) > 0 {
 		pred["event_id"] = latest[0]
+	}
+	// Where the new room's ID can be chosen (not in v12, whose room ID is
+	// its create event's hash), the tombstone is built first, so that the
+	// predecessor names it: the old room's last event, where clients jump
+	// to when they follow the link back.
+	var newID string
+	var tomb gomatrixserverlib.PDU
+	if !newVersion.DomainlessRoomIDs() {
+		newID = NewRoomID(s.cfg.ServerName)
+		if tomb, err = s.BuildEvent(ctx, &Request{RoomID: req.RoomID, Sender: req.Sender, Type: "m.room.tombstone", StateKey: &empty, Content: tombstone(newID), Actor: req.Actor}); err != nil {
+			return "", err
+		}
+		pred["event_id"] = tomb.EventID()
 	}
 	create["predecessor"] = pred
 	var creators []string
@@ -142,7 +156,8 @@ func (s *Service) UpgradeRoom(ctx context.Context, req *UpgradeRequest) (string,
 	})
 	slices.Sort(bans)
 
-	newID, err := s.CreateRoom(ctx, &CreateRequest{
+	newID, err = s.CreateRoom(ctx, &CreateRequest{
+		RoomID:  newID,
 		Creator: req.Sender, CreatorMember: req.CreatorMember, Version: req.NewVersion, Preset: "private_chat",
 		CreationContent: mustJSON(create), InitialState: state, PowerOverride: mustJSON(initial), Actor: req.Actor,
 	})
@@ -166,14 +181,21 @@ func (s *Service) UpgradeRoom(ctx context.Context, req *UpgradeRequest) (string,
 	if err := s.store.ReplaceRoom(ctx, req.RoomID, newID); err != nil {
 		return "", err
 	}
+	if tomb != nil {
+		if _, err := s.Receive(ctx, &ReceiveRequest{PDU: tomb, Origin: s.cfg.ServerName, Forward: true, Actor: req.Actor}); err != nil {
+			return "", fmt.Errorf("send the tombstone: %w", err)
+		}
+	}
 	if ev := old.Get(spec.MRoomCanonicalAlias, ""); ev != nil && string(ev.PDU.Content()) != "{}" {
 		// The aliases now lead to the new room; the old one stops naming them.
 		if err := send(req.RoomID, spec.MRoomCanonicalAlias, "", json.RawMessage(`{}`)); err != nil {
 			s.cfg.Log.Warn("room upgrade: old canonical alias left in place", "room", req.RoomID, "err", err)
 		}
 	}
-	if err := send(req.RoomID, "m.room.tombstone", "", tombstone(newID)); err != nil {
-		return "", fmt.Errorf("send the tombstone: %w", err)
+	if tomb == nil {
+		if err := send(req.RoomID, "m.room.tombstone", "", tombstone(newID)); err != nil {
+			return "", fmt.Errorf("send the tombstone: %w", err)
+		}
 	}
 	if !restrict {
 		s.cfg.Log.Info("room upgrade: the upgrader may not change the old room's power levels; left as they are", "room", req.RoomID)

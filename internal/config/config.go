@@ -193,8 +193,10 @@ func Default() Config {
 	}
 }
 
-// SupportedRoomVersions are the room versions machi creates and joins.
-var SupportedRoomVersions = []string{"10", "11", "12"}
+// SupportedRoomVersions are the room versions machi creates and joins: every
+// stable version of the spec (new rooms get rooms.default_version). Older
+// versions stay because other servers host rooms made years ago in them.
+var SupportedRoomVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
 
 // Load reads and validates the file at path. Fields missing from the file
 // keep their defaults.
@@ -439,7 +441,7 @@ media:
   max_upload_bytes: 52428800
 
 rooms:
-  # Room version of new rooms: 10, 11 or 12.
+  # Room version of new rooms: "1" to "12" (machi joins rooms of all of them).
   default_version: "10"
 
 presence:

@@ -48,7 +48,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad engine", "database: {engine: mysql}\n", `database.engine "mysql"`},
 		{"postgres without dsn", "database: {engine: postgres}\n", "postgres_dsn must be set"},
 		{"bad listener", "listen: {client: nope}\n", "listen.client"},
-		{"bad room version", "rooms: {default_version: \"3\"}\n", "rooms.default_version"},
+		{"bad room version", "rooms: {default_version: \"99\"}\n", "rooms.default_version"},
 		{"several at once", "server_name: \"\"\nlog: {level: loud}\n", "log.level"},
 		{"not yaml", "server_name: [\n", "yaml"},
 		{"bad base url", "listen: {public_base_url: \"matrix.city.jp\"}\n", "listen.public_base_url"},
