@@ -93,7 +93,16 @@ func toMatrixError(err error) *Error {
 	case errors.As(err, &me):
 		return me
 	case errors.As(err, &remote):
-		return remoteError(remote.RemoteAnswer())
+		e := remoteError(remote.RemoteAnswer())
+		if x, ok := remote.(interface{ RemoteExtra() map[string]any }); ok && e.Status < 500 {
+			for k, v := range x.RemoteExtra() {
+				if e.Extra == nil {
+					e.Extra = map[string]any{}
+				}
+				e.Extra[k] = v
+			}
+		}
+		return e
 	case errors.As(err, &denial):
 		return denialError(denial)
 	case errors.As(err, &forbidden):
@@ -128,6 +137,11 @@ func remoteError(status int, code, msg string) *Error {
 		if code == "" {
 			code = map[int]string{http.StatusNotFound: "M_NOT_FOUND", http.StatusForbidden: "M_FORBIDDEN"}[status]
 		}
+		return newErr(status, code, "the other server answered: %s", msg)
+	case status >= 400 && status < 500 && code != "" && status != http.StatusUnauthorized && status != http.StatusTooManyRequests:
+		// A refusal of the request itself (M_INCOMPATIBLE_ROOM_VERSION
+		// for a join, say) is the client's to know; a refusal of this
+		// server's credentials or rate is not.
 		return newErr(status, code, "the other server answered: %s", msg)
 	case status == 0:
 		return newErr(http.StatusBadGateway, "M_UNKNOWN", "the other server could not be reached: %s", msg)

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 
 	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/machi-chat/machi/policy"
 	"github.com/machi-chat/machi/rooms"
@@ -138,3 +140,45 @@ func vars(r *http.Request) map[string]string {
 }
 
 func pathEscape(s string) string { return url.PathEscape(s) }
+
+// v1Answer serves the v1 form of an endpoint whose v2 form is h: the same
+// answer, but a success is wrapped as [200, body] (the v1 APIs of
+// send_join, send_leave and invite answer so); errors stay as they are.
+func v1Answer(h func(http.ResponseWriter, *http.Request, spec.ServerName)) func(http.ResponseWriter, *http.Request, spec.ServerName) {
+	return func(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+		rec := &recorder{header: http.Header{}}
+		h(rec, r, origin)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		if rec.status != http.StatusOK {
+			for k, v := range rec.header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.status)
+			_, _ = w.Write(rec.body.Bytes())
+			return
+		}
+		writeJSON(w, http.StatusOK, []json.RawMessage{json.RawMessage("200"), rec.body.Bytes()})
+	}
+}
+
+// recorder keeps a handler's answer for v1Answer.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}

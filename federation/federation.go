@@ -166,6 +166,7 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.Handle("/_matrix/federation/v1/send/{txnId}", f.authed(txnHandler{f: f, local: local}.send)).Methods(http.MethodPut)
 	r.Handle("/_matrix/federation/v1/make_join/{roomId}/{userId}", f.authed(f.roomACL(f.handleMakeJoin))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v2/send_join/{roomId}/{eventId}", f.authed(f.roomACL(f.handleSendJoin))).Methods(http.MethodPut)
+	r.Handle("/_matrix/federation/v1/send_join/{roomId}/{eventId}", f.authed(f.roomACL(v1Answer(f.handleSendJoin)))).Methods(http.MethodPut)
 	r.Handle("/_matrix/federation/v1/get_missing_events/{roomId}", f.authed(f.roomACL(f.handleMissingEvents))).Methods(http.MethodPost)
 	r.Handle("/_matrix/federation/v1/event/{eventId}", f.authed(f.handleEvent)).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/backfill/{roomId}", f.authed(f.roomACL(f.handleBackfill))).Methods(http.MethodGet)
@@ -174,8 +175,10 @@ func (f *Federation) Handler(local Local) http.Handler {
 	r.Handle("/_matrix/federation/v1/event_auth/{roomId}/{eventId}", f.authed(f.roomACL(f.handleEventAuth))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/media/download/{mediaId}", f.authed(f.handleMediaDownload(local))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v2/invite/{roomId}/{eventId}", f.authed(f.roomACL(f.handleInvite))).Methods(http.MethodPut)
+	r.Handle("/_matrix/federation/v1/invite/{roomId}/{eventId}", f.authed(f.roomACL(v1Answer(f.handleInviteV1)))).Methods(http.MethodPut)
 	r.Handle("/_matrix/federation/v1/make_leave/{roomId}/{userId}", f.authed(f.roomACL(f.handleMakeLeave))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v2/send_leave/{roomId}/{eventId}", f.authed(f.roomACL(f.handleSendLeave))).Methods(http.MethodPut)
+	r.Handle("/_matrix/federation/v1/send_leave/{roomId}/{eventId}", f.authed(f.roomACL(v1Answer(f.handleSendLeave)))).Methods(http.MethodPut)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, newErr(http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized federation request"))
 	})
@@ -248,6 +251,9 @@ type RemoteError struct {
 	Status int    // the remote answer's HTTP status; 0 if none came
 	Code   string // its errcode
 	Msg    string
+	// Extra are the answer's other fields (such as room_version with
+	// M_INCOMPATIBLE_ROOM_VERSION), passed on to the client.
+	Extra map[string]any
 }
 
 func (e *RemoteError) Error() string {
@@ -261,6 +267,9 @@ func (e *RemoteError) Error() string {
 // 0 when none came), for the client API's error mapping.
 func (e *RemoteError) RemoteAnswer() (status int, code, msg string) { return e.Status, e.Code, e.Msg }
 
+// RemoteExtra are the remote answer's fields besides errcode and error.
+func (e *RemoteError) RemoteExtra() map[string]any { return e.Extra }
+
 // remoteError maps a federation client error: a policy denial stays one.
 func remoteError(server spec.ServerName, err error) error {
 	var denial *policy.Denial
@@ -273,6 +282,14 @@ func remoteError(server spec.ServerName, err error) error {
 		var resp gomatrix.RespError
 		if errors.As(httpErr.WrappedError, &resp) {
 			e.Code, e.Msg = resp.ErrCode, resp.Err
+		}
+		var fields map[string]any
+		if json.Unmarshal(httpErr.Contents, &fields) == nil {
+			delete(fields, "errcode")
+			delete(fields, "error")
+			if len(fields) > 0 {
+				e.Extra = fields
+			}
 		}
 		return e
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -23,7 +24,6 @@ import (
 // handleInvite serves PUT /_matrix/federation/v2/invite/{roomId}/{eventId}:
 // an invite of a local user, signed back if it is sound.
 func (f *Federation) handleInvite(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
-	v := vars(r)
 	var req struct {
 		RoomVersion string            `json:"room_version"`
 		Event       json.RawMessage   `json:"event"`
@@ -33,6 +33,35 @@ func (f *Federation) handleInvite(w http.ResponseWriter, r *http.Request, origin
 		writeError(w, err)
 		return
 	}
+	f.acceptInvite(w, r, origin, req.RoomVersion, req.Event, req.InviteState)
+}
+
+// handleInviteV1 serves PUT /_matrix/federation/v1/invite/{roomId}/{eventId}:
+// the body is the invite itself, with the stripped state in its unsigned
+// part, and the room's version is 1 or 2 (whose events are alike).
+func (f *Federation) handleInviteV1(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
+	var raw json.RawMessage
+	if err := readJSON(r, &raw); err != nil {
+		writeError(w, err)
+		return
+	}
+	var ev struct {
+		Unsigned struct {
+			InviteState []json.RawMessage `json:"invite_room_state"`
+		} `json:"unsigned"`
+	}
+	_ = json.Unmarshal(raw, &ev) // readJSON checked it is an object; a bad unsigned part only loses the state
+	f.acceptInvite(w, r, origin, string(gomatrixserverlib.RoomVersionV1), raw, ev.Unsigned.InviteState)
+}
+
+// acceptInvite checks an invite of a local user and answers it signed.
+func (f *Federation) acceptInvite(w http.ResponseWriter, r *http.Request, origin spec.ServerName, roomVersion string, event json.RawMessage, inviteState []json.RawMessage) {
+	v := vars(r)
+	req := struct {
+		RoomVersion string
+		Event       json.RawMessage
+		InviteState []json.RawMessage
+	}{roomVersion, event, inviteState}
 	if !slices.Contains(config.SupportedRoomVersions, req.RoomVersion) {
 		writeError(w, newErr(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION", "this server does not support room version %q", req.RoomVersion).
 			with("room_version", req.RoomVersion))
@@ -111,16 +140,38 @@ func (f *Federation) Invite(ctx context.Context, actor policy.Actor, roomID, sen
 	var res struct {
 		Event json.RawMessage `json:"event"`
 	}
-	body := map[string]any{"room_version": pdu.Version(), "event": json.RawMessage(pdu.JSON()), "invite_room_state": state}
-	if err := f.signedRequest(ctx, http.MethodPut, server, "/_matrix/federation/v2/invite/"+pathEscape(roomID)+"/"+pathEscape(pdu.EventID()), body, &res); err != nil {
-		return err
-	}
 	version, err := gomatrixserverlib.GetRoomVersion(pdu.Version())
 	if err != nil {
 		return err
 	}
+	path := pathEscape(roomID) + "/" + pathEscape(pdu.EventID())
+	body := map[string]any{"room_version": pdu.Version(), "event": json.RawMessage(pdu.JSON()), "invite_room_state": state}
+	err = f.signedRequest(ctx, http.MethodPut, server, "/_matrix/federation/v2/invite/"+path, body, &res)
+	var remote *RemoteError
+	if errors.As(err, &remote) && remote.Status == http.StatusNotFound && (remote.Code == "" || remote.Code == "M_UNRECOGNIZED") &&
+		version.EventFormat() == gomatrixserverlib.EventFormatV1 {
+		// A server without the v2 API: the v1 form (rooms of versions 1
+		// and 2 only) takes the event itself, the stripped state in its
+		// unsigned part, and answers [200, {"event": …}].
+		withState, serr := withUnsigned(pdu.JSON(), "invite_room_state", state)
+		if serr != nil {
+			return serr
+		}
+		var v1 []json.RawMessage
+		if err = f.signedRequest(ctx, http.MethodPut, server, "/_matrix/federation/v1/invite/"+path, json.RawMessage(withState), &v1); err == nil {
+			if len(v1) != 2 || json.Unmarshal(v1[1], &res) != nil {
+				return &RemoteError{Server: server, Status: http.StatusBadGateway, Msg: "answered the v1 invite with something else"}
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
 	signed, err := version.NewEventFromUntrustedJSON(res.Event)
-	if err != nil || signed.EventID() != pdu.EventID() {
+	if err != nil {
+		return fmt.Errorf("%w: %s answered the invite with an event that is not of room version %s: %v", rooms.ErrBadEvent, server, version.Version(), err)
+	}
+	if signed.EventID() != pdu.EventID() {
 		return &RemoteError{Server: server, Status: http.StatusBadGateway, Msg: "answered the invite with another event"}
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, f.keyRing, userIDForSender); err != nil {
@@ -233,4 +284,26 @@ func (f *Federation) InviteServers(ctx context.Context, userID, roomID string) [
 		return []string{string(uid.Domain())}
 	}
 	return nil
+}
+
+// withUnsigned is the event JSON with key set in its unsigned part (which
+// no hash or signature covers).
+func withUnsigned(event []byte, key string, value any) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(event, &fields); err != nil {
+		return nil, err
+	}
+	unsigned := map[string]any{}
+	if raw, ok := fields["unsigned"]; ok {
+		if err := json.Unmarshal(raw, &unsigned); err != nil {
+			return nil, err
+		}
+	}
+	unsigned[key] = value
+	b, err := json.Marshal(unsigned)
+	if err != nil {
+		return nil, err
+	}
+	fields["unsigned"] = b
+	return json.Marshal(fields)
 }

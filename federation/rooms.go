@@ -43,7 +43,11 @@ func (f *Federation) handleMakeJoin(w http.ResponseWriter, r *http.Request, orig
 		writeError(w, err)
 		return
 	}
-	if vers := r.URL.Query()["ver"]; !slices.Contains(vers, string(version.Version())) {
+	vers := r.URL.Query()["ver"]
+	if len(vers) == 0 {
+		vers = []string{"1"} // the spec's default: a server that names none supports only version 1
+	}
+	if !slices.Contains(vers, string(version.Version())) {
 		writeError(w, newErr(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION", "the room is version %s, which %s did not say it supports", version.Version(), origin).
 			with("room_version", string(version.Version())))
 		return
@@ -151,7 +155,7 @@ func (f *Federation) JoinRoom(ctx context.Context, userID, roomID string, server
 		}
 		version, err := gomatrixserverlib.GetRoomVersion(res.JoinEvent.Version())
 		if err != nil || !slices.Contains(config.SupportedRoomVersions, string(res.JoinEvent.Version())) {
-			return newErr(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", "this server does not support room version %s", res.JoinEvent.Version())
+			return rooms.ErrUnsupportedVersion
 		}
 		state := res.StateSnapshot.GetStateEvents().TrustedEvents(version.Version(), false)
 		chain := res.StateSnapshot.GetAuthEvents().TrustedEvents(version.Version(), false)
