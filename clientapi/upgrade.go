@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -63,6 +64,7 @@ func (s *Server) handleUpgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.copyRoomPushRules(r.Context(), roomID, newID)
+	s.carryDirect(r.Context(), dev.UserID, roomID, newID)
 	writeJSON(w, 200, map[string]string{"replacement_room": newID})
 }
 
@@ -136,4 +138,32 @@ func copyRulesForRoom(rules *pushRuleset, oldRoom, newRoom string) bool {
 		*list = out
 	}
 	return added
+}
+
+// carryDirect lists the replacement room wherever the user's m.direct
+// lists the old one, so a direct chat stays one after its upgrade. A
+// failure here leaves the upgrade done; it is logged.
+func (s *Server) carryDirect(ctx context.Context, userID, oldID, newID string) {
+	raw, err := s.store.GetAccountData(ctx, userID, "", "m.direct")
+	if err != nil {
+		return // none (or unreadable: nothing to carry)
+	}
+	var direct map[string][]string
+	if json.Unmarshal(raw, &direct) != nil {
+		return
+	}
+	changed := false
+	for u, rooms := range direct {
+		if slices.Contains(rooms, oldID) && !slices.Contains(rooms, newID) {
+			direct[u] = append(rooms, newID)
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	b, _ := json.Marshal(direct)
+	if err := s.putAccountData(ctx, userID, "", "m.direct", b); err != nil {
+		s.log.Warn("room upgrade: m.direct not carried over", "user", userID, "room", newID, "err", err)
+	}
 }

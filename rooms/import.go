@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -108,5 +109,43 @@ func (s *Service) ImportJoin(ctx context.Context, version gomatrixserverlib.IRoo
 	if p.err != nil {
 		return nil, fmt.Errorf("store the joined room: %w", p.err)
 	}
+	s.followUpgrade(ctx, roomID, snap)
 	return ev, nil
+}
+
+// followUpgrade moves this server's aliases and directory listing of a
+// room to the room that replaced it, when a local user first joins the
+// replacement (upgraded on another server): only where the old room's own
+// tombstone names the new room, so a room cannot claim another's aliases
+// by naming it as its predecessor.
+func (s *Service) followUpgrade(ctx context.Context, roomID string, snap *Snapshot) {
+	create := snap.Get(spec.MRoomCreate, "")
+	if create == nil {
+		return
+	}
+	var c struct {
+		Predecessor struct {
+			RoomID string `json:"room_id"`
+		} `json:"predecessor"`
+	}
+	if json.Unmarshal(create.PDU.Content(), &c) != nil || c.Predecessor.RoomID == "" {
+		return
+	}
+	old, err := s.CurrentState(ctx, c.Predecessor.RoomID)
+	if err != nil {
+		return // not a room this server knows
+	}
+	tomb := old.Get("m.room.tombstone", "")
+	if tomb == nil {
+		return
+	}
+	var t struct {
+		Replacement string `json:"replacement_room"`
+	}
+	if json.Unmarshal(tomb.PDU.Content(), &t) != nil || t.Replacement != roomID {
+		return
+	}
+	if err := s.store.ReplaceRoom(ctx, c.Predecessor.RoomID, roomID); err != nil {
+		s.cfg.Log.Warn("room upgrade: aliases not moved to the replacement room", "old", c.Predecessor.RoomID, "new", roomID, "err", err)
+	}
 }

@@ -85,6 +85,13 @@ func TestFederatedOldRoomVersions(t *testing.T) {
 				return code == 200 && len(ev.Content) == 0 && len(ev.Unsigned.RedactedBecause) > 0
 			})
 
+			// city-b has its own alias for the room: it follows the upgrade.
+			alias := "#kyuban-" + v + ":" + b
+			if code, me := do(t, http.DefaultClient, "PUT", baseURL(cities[b].srv)+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias),
+				bob.AccessToken, map[string]string{"room_id": string(room.RoomID)}, nil); code != 200 {
+				t.Fatalf("v%s: alias on city-b: %d %+v", v, code, me)
+			}
+
 			// Upgrade to 10: the new room's predecessor names the tombstone.
 			var up struct {
 				Replacement string `json:"replacement_room"`
@@ -120,6 +127,13 @@ func TestFederatedOldRoomVersions(t *testing.T) {
 			if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+url.PathEscape(up.Replacement)+"?server_name="+a,
 				bob.AccessToken, map[string]any{}, nil); code != 200 {
 				t.Fatalf("v%s: join the new room from city-b: %d %+v", v, code, me)
+			}
+			var dir struct {
+				RoomID string `json:"room_id"`
+			}
+			if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias),
+				bob.AccessToken, nil, &dir); code != 200 || dir.RoomID != up.Replacement {
+				t.Errorf("v%s: city-b's alias after joining the new room: %d %+v %+v, want %s", v, code, me, dir, up.Replacement)
 			}
 			if _, err := bob.SendText(ctxT(t), id.RoomID(up.Replacement), "移行先 "+v); err != nil {
 				t.Fatal(err)

@@ -95,7 +95,7 @@ func TestRoomUpgrade(t *testing.T) {
 		}{
 			{bob, map[string]any{"new_version": "12"}, 403, "M_FORBIDDEN"},
 			{dave, map[string]any{"new_version": "12"}, 403, "M_FORBIDDEN"},
-			{alice, map[string]any{"new_version": "9"}, 400, "M_UNSUPPORTED_ROOM_VERSION"},
+			{alice, map[string]any{"new_version": "13"}, 400, "M_UNSUPPORTED_ROOM_VERSION"},
 			{alice, map[string]any{"new_version": "banana"}, 400, "M_UNSUPPORTED_ROOM_VERSION"},
 			{alice, map[string]any{}, 400, "M_MISSING_PARAM"},
 			{alice, map[string]any{"new_version": 12}, 400, "M_BAD_JSON"},
@@ -112,10 +112,18 @@ func TestRoomUpgrade(t *testing.T) {
 		if _, code, me := upgrade(t, alice, "!unknown:"+id.RoomID(hs), map[string]any{"new_version": "12"}); code != 404 || me.Code != "M_NOT_FOUND" {
 			t.Errorf("upgrade of an unknown room: %d %+v, want 404 M_NOT_FOUND", code, me)
 		}
+		// alice counts the room as a direct chat with bob: so will the new one.
+		if err := alice.SetAccountData(ctx, "m.direct", map[string][]string{string(bob.UserID): {string(old)}}); err != nil {
+			t.Fatal(err)
+		}
 
 		newRoom, code, me := upgrade(t, alice, old, map[string]any{"new_version": "12"})
 		if code != 200 || newRoom == "" {
 			t.Fatalf("upgrade: %d %+v", code, me)
+		}
+		var direct map[string][]string
+		if err := alice.GetAccountData(ctx, "m.direct", &direct); err != nil || !slices.Equal(direct[string(bob.UserID)], []string{string(old), string(newRoom)}) {
+			t.Errorf("m.direct after the upgrade: %v %v", err, direct)
 		}
 		create := stateContent(t, alice, newRoom, event.StateCreate, "")
 		if create["room_version"] != "12" || create["creator"] != nil {
