@@ -3,12 +3,14 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/machi-chat/machi/rooms"
 	"github.com/machi-chat/machi/storage"
 )
 
@@ -80,7 +82,15 @@ func (h txnHandler) send(w http.ResponseWriter, r *http.Request, origin spec.Ser
 			continue
 		}
 		results[id] = pduResult{}
-		if err != nil {
+		var rejected *rooms.Forbidden
+		switch {
+		case errors.As(err, &rejected):
+			// Processed: the auth rules rejected it (or it soft-failed and
+			// is kept out of the timeline). That is this server's decision
+			// about a sound PDU, not a failure to process it, so the
+			// origin gets no error for it (and no reason to retry).
+			h.f.log.Info("federation: PDU rejected", "origin", origin, "event", id, "reason", rejected.Reason)
+		case err != nil:
 			results[id] = pduResult{Error: err.Error()}
 			h.f.log.Info("federation: PDU refused", "origin", origin, "event", id, "err", err)
 		}

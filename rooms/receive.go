@@ -108,6 +108,17 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 			return nil, nil, &Forbidden{Reason: "soft-failed: not allowed by the room's current state: " + err.Error()}
 		}
 	}
+	if id := redactsID(pdu); id != "" {
+		// A redaction of an event of another room is nonsense (or an
+		// attack on that room): kept, like a soft failure, for the events
+		// that build on it, but shown in no timeline.
+		if rows, err := s.store.GetEvents(ctx, []string{id}); err == nil && len(rows) == 1 && rows[0].RoomID != r.id {
+			if err := s.storeSoftFailed(ctx, r, pdu, beforeGroup); err != nil {
+				return nil, nil, err
+			}
+			return nil, nil, &Forbidden{Reason: "soft-failed: redacts " + id + ", an event of another room"}
+		}
+	}
 	if d := s.policy.CheckEvent(ctx, policy.EventInput{
 		Sender: string(pdu.SenderID()), RoomID: r.id, Type: pdu.Type(), StateKey: pdu.StateKey(), Content: json.RawMessage(pdu.Content()),
 		Actor: actorOr(req.Actor),
@@ -157,13 +168,7 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 // but applied only where its sender has the power to redact, or is of the
 // target's server.
 func (s *Service) remoteRedactionTarget(ctx context.Context, r *room, red *Event) *Event {
-	var c struct {
-		Redacts string `json:"redacts"`
-	}
-	id := red.PDU.Redacts()
-	if id == "" && json.Unmarshal(red.PDU.Content(), &c) == nil {
-		id = c.Redacts // room v11+
-	}
+	id := redactsID(red.PDU)
 	if id == "" {
 		return nil
 	}
@@ -179,6 +184,22 @@ func (s *Service) remoteRedactionTarget(ctx context.Context, r *room, red *Event
 		return nil
 	}
 	return target
+}
+
+// redactsID is the event a redaction names ("" for any other event): in
+// the event's redacts key, or in its content from room version 11.
+func redactsID(pdu gomatrixserverlib.PDU) string {
+	if pdu.Type() != spec.MRoomRedaction {
+		return ""
+	}
+	if id := pdu.Redacts(); id != "" {
+		return id
+	}
+	var c struct {
+		Redacts string `json:"redacts"`
+	}
+	_ = json.Unmarshal(pdu.Content(), &c)
+	return c.Redacts
 }
 
 func sameServer(a, b string) bool {

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"image"
 	"image/png"
 	"io"
@@ -201,10 +200,18 @@ func TestFederationBadInput(t *testing.T) {
 			t.Fatalf("send: %d %v", code, out)
 		}
 		results, _ := out["pdus"].(map[string]any)
-		for _, ev := range []gomatrixserverlib.PDU{unsigned, forgedEv, stranger, rename} {
+		// Events whose signatures fail could not be processed: an error
+		// each. Those the auth rules reject were processed (and are kept
+		// out of the room, checked below): no error, nothing to retry.
+		for _, ev := range []gomatrixserverlib.PDU{unsigned, forgedEv} {
 			r, _ := results[ev.EventID()].(map[string]any)
 			if e, _ := r["error"].(string); e == "" {
 				t.Errorf("%s accepted: %v", ev.EventID(), results[ev.EventID()])
+			}
+		}
+		for _, ev := range []gomatrixserverlib.PDU{stranger, rename} {
+			if r, ok := results[ev.EventID()].(map[string]any); !ok || r["error"] != nil {
+				t.Errorf("rejected %s: %v, want an empty result", ev.EventID(), results[ev.EventID()])
 			}
 		}
 		if r, _ := results[good.EventID()].(map[string]any); r["error"] != nil {
@@ -294,7 +301,7 @@ func TestFederationBadInput(t *testing.T) {
 		late := build(string(bob.UserID), "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "追放後"}, key)
 		code, out = sendTxn("events-2", txn(late.JSON()), true)
 		results, _ = out["pdus"].(map[string]any)
-		if r, _ := results[late.EventID()].(map[string]any); code != 200 || !strings.Contains(fmt.Sprint(r["error"]), "soft-failed") {
+		if r, ok := results[late.EventID()].(map[string]any); code != 200 || !ok || r["error"] != nil {
 			t.Fatalf("soft-failed event: %d %v", code, out)
 		}
 		if _, err := alice.SendText(ctxT(t), room.RoomID, "その後"); err != nil {
@@ -308,6 +315,62 @@ func TestFederationBadInput(t *testing.T) {
 			if b, _ := ev.Content.Raw["body"].(string); b == "追放後" {
 				t.Fatal("a soft-failed event is in the timeline")
 			}
+		}
+
+		// A redaction of an event of another room is kept out of the
+		// timeline and redacts nothing. (bob is banned now: unban him.)
+		if _, err := alice.UnbanUser(ctxT(t), room.RoomID, &mautrix.ReqUnbanUser{UserID: bob.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		other, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		elsewhere, err := alice.SendText(ctxT(t), other.RoomID, "別のルーム")
+		if err != nil {
+			t.Fatal(err)
+		}
+		latest, _ = cities[a].srv.Rooms.Latest(ctxT(t), string(room.RoomID))
+		if snap, err = cities[a].srv.Rooms.CurrentState(ctxT(t), string(room.RoomID)); err != nil {
+			t.Fatal(err)
+		}
+		// bob joins again, then redacts alice's event of the other room.
+		rejoin := build(string(bob.UserID), "m.room.member", ptr(string(bob.UserID)), map[string]string{"membership": "join"}, key)
+		if code, out := sendTxn("events-3", txn(rejoin.JSON()), true); code != 200 {
+			t.Fatalf("rejoin: %d %v", code, out)
+		}
+		latest = []string{rejoin.EventID()}
+		if snap, err = cities[a].srv.Rooms.CurrentState(ctxT(t), string(room.RoomID)); err != nil {
+			t.Fatal(err)
+		}
+		redProto := gomatrixserverlib.ProtoEvent{SenderID: string(bob.UserID), RoomID: string(room.RoomID), Type: "m.room.redaction",
+			Redacts: string(elsewhere.EventID), PrevEvents: latest, AuthEvents: authFor(string(bob.UserID)), Depth: 100, Content: []byte(`{}`)}
+		cross, err := version.NewEventBuilderFromProtoEvent(&redProto).Build(time.Now(), b, keyID, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, out = sendTxn("events-4", txn(cross.JSON()), true)
+		results, _ = out["pdus"].(map[string]any)
+		if r, ok := results[cross.EventID()].(map[string]any); code != 200 || !ok || r["error"] != nil {
+			t.Fatalf("cross-room redaction: %d %v", code, out)
+		}
+		if _, err := alice.SendText(ctxT(t), room.RoomID, "歩哨"); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err = alice.Messages(ctxT(t), room.RoomID, "", "", mautrix.DirectionBackward, nil, 100); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range resp.Chunk {
+			if string(ev.ID) == cross.EventID() {
+				t.Error("the cross-room redaction is in the timeline")
+			}
+		}
+		var target struct {
+			Content map[string]any `json:"content"`
+		}
+		if code, _ := do(t, http.DefaultClient, "GET", baseURL(cities[a].srv)+"/_matrix/client/v3/rooms/"+string(other.RoomID)+"/event/"+url.PathEscape(string(elsewhere.EventID)),
+			alice.AccessToken, nil, &target); code != 200 || target.Content["body"] != "別のルーム" {
+			t.Errorf("the other room's event after a cross-room redaction: %d %v", code, target.Content)
 		}
 
 		// The same transaction again is not processed twice.
