@@ -208,7 +208,19 @@ func (f *Federation) receive(ctx context.Context, origin spec.ServerName, pdu go
 	}
 	_, err = f.rooms.Receive(ctx, &rooms.ReceiveRequest{PDU: pdu, Origin: origin})
 	var missing *rooms.ErrMissingPrev
-	if !errors.As(err, &missing) || depth > 0 {
+	if !errors.As(err, &missing) {
+		return err
+	}
+	if depth > 0 {
+		// An event /get_missing_events brought, at the start of what it
+		// brought: what comes before it is placed by the state at it,
+		// asked of origin. (An event sent to this server directly whose
+		// history stays out of reach is refused instead.)
+		prevs, err := f.missingPrevs(ctx, origin, pdu, missing.IDs)
+		if err != nil {
+			return fmt.Errorf("the state before a gap: %w", err)
+		}
+		_, err = f.rooms.Receive(ctx, &rooms.ReceiveRequest{PDU: pdu, Origin: origin, MissingPrevs: prevs})
 		return err
 	}
 	if err := f.fillGap(ctx, origin, pdu); err != nil {
@@ -216,6 +228,100 @@ func (f *Federation) receive(ctx context.Context, origin spec.ServerName, pdu go
 	}
 	_, err = f.rooms.Receive(ctx, &rooms.ReceiveRequest{PDU: pdu, Origin: origin})
 	return err
+}
+
+// maxGapState bounds how many events one gap's state may make this server
+// fetch one by one.
+const maxGapState = 500
+
+// missingPrevs fetches, from origin, the prev_events of pdu this server
+// lacks and the room's state before each (/state_ids, then each event not
+// here), and keeps the state events whose signatures and auth check out.
+func (f *Federation) missingPrevs(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU, ids []string) ([]rooms.MissingPrev, error) {
+	roomID := pdu.RoomID().String()
+	version, err := f.rooms.Version(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	fetched := 0
+	fetch := func(id string) (gomatrixserverlib.PDU, error) {
+		if ev, err := f.rooms.Event(ctx, id); err == nil {
+			if ev.RoomID() != roomID {
+				return nil, fmt.Errorf("%s is of another room", id)
+			}
+			return ev.PDU, nil
+		}
+		if fetched++; fetched > maxGapState {
+			return nil, fmt.Errorf("more than %d events to fetch", maxGapState)
+		}
+		var res struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		if err := f.signedRequest(ctx, http.MethodGet, string(origin), "/_matrix/federation/v1/event/"+pathEscape(id), nil, &res); err != nil {
+			return nil, err
+		}
+		if len(res.PDUs) != 1 {
+			return nil, fmt.Errorf("no event %s in the answer", id)
+		}
+		ev, err := version.NewEventFromUntrustedJSON(res.PDUs[0])
+		if err != nil {
+			return nil, err
+		}
+		if ev.EventID() != id || ev.RoomID().String() != roomID {
+			return nil, fmt.Errorf("asked for %s, got %s of %s", id, ev.EventID(), ev.RoomID().String())
+		}
+		return ev, nil
+	}
+	var out []rooms.MissingPrev
+	for _, id := range ids {
+		prev, err := fetch(id)
+		if err != nil {
+			return nil, err
+		}
+		if err := gomatrixserverlib.VerifyEventSignatures(ctx, prev, f.keyRing, userIDForSender); err != nil {
+			return nil, fmt.Errorf("%s: signatures do not verify: %w", id, err)
+		}
+		var stateIDs struct {
+			PDUs  []string `json:"pdu_ids"`
+			Chain []string `json:"auth_chain_ids"`
+		}
+		path := "/_matrix/federation/v1/state_ids/" + pathEscape(roomID) + "?event_id=" + url.QueryEscape(id)
+		if err := f.signedRequest(ctx, http.MethodGet, string(origin), path, nil, &stateIDs); err != nil {
+			return nil, err
+		}
+		resp := &fclient.RespState{}
+		for _, list := range []struct {
+			ids []string
+			to  *gomatrixserverlib.EventJSONs
+		}{{stateIDs.PDUs, &resp.StateEvents}, {stateIDs.Chain, &resp.AuthEvents}} {
+			for _, sid := range list.ids {
+				ev, err := fetch(sid)
+				if err != nil {
+					// Left out (of another room, unreadable, not served): the
+					// state is what remains, as with events that fail checks.
+					f.log.Info("federation: an event of the state before a gap was left out", "event", sid, "err", err)
+					continue
+				}
+				*list.to = append(*list.to, ev.JSON())
+			}
+		}
+		// Auth events the chain given lacks are fetched too.
+		missingAuth := func(_ gomatrixserverlib.RoomVersion, ids []string) ([]gomatrixserverlib.PDU, error) {
+			var out []gomatrixserverlib.PDU
+			for _, id := range ids {
+				if ev, err := fetch(id); err == nil {
+					out = append(out, ev)
+				}
+			}
+			return out, nil
+		}
+		_, state, err := gomatrixserverlib.CheckStateResponse(ctx, resp, version.Version(), f.keyRing, missingAuth, userIDForSender)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rooms.MissingPrev{Event: prev, StateBefore: state})
+	}
+	return out, nil
 }
 
 // fillGap asks origin for the events between the room's forward
@@ -434,6 +540,12 @@ func (f *Federation) handleState(idsOnly bool) func(http.ResponseWriter, *http.R
 	return func(w http.ResponseWriter, r *http.Request, origin spec.ServerName) {
 		ev := f.roomEventFor(w, r, origin, r.URL.Query().Get("event_id"))
 		if ev == nil {
+			return
+		}
+		if ev.Outlier {
+			// Not in the room's history here: this server does not know
+			// the state at it (or knows only what another server claimed).
+			writeError(w, errNotFound("no state known at %s", ev.ID()))
 			return
 		}
 		state, chain, err := f.rooms.StateAndAuthChain(r.Context(), ev)

@@ -21,6 +21,10 @@ type Event struct {
 	TxnDevice  string
 	TxnID      string
 	RedactedBy string
+	// Outlier is an event known for its state or as a reference (a
+	// soft-failed one, the state of a join, history before a gap) that is
+	// in no timeline here; set when it is read from storage.
+	Outlier bool
 	// prefix is the client-format JSON without its closing brace and
 	// without "unsigned"; extra is unsigned fields other than age and
 	// transaction_id, with a leading comma, or empty.

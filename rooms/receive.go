@@ -39,6 +39,18 @@ type ReceiveRequest struct {
 	Forward bool
 	// Actor is who sent it, for policy; zero means another server.
 	Actor policy.Actor
+	// MissingPrevs are prev_events of PDU this server does not have, each
+	// with the room's state before it, as another server gave them
+	// (package federation checked their signatures): for an event whose
+	// history has a gap that /get_missing_events did not close. They are
+	// stored as outliers, and PDU is placed on the state they give.
+	MissingPrevs []MissingPrev
+}
+
+// MissingPrev is a prev_event this server lacks and the state before it.
+type MissingPrev struct {
+	Event       gomatrixserverlib.PDU
+	StateBefore []gomatrixserverlib.PDU
 }
 
 // Receive puts another server's event into its room. It returns the event
@@ -89,11 +101,20 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 		}
 		return nil, evs[0], nil
 	}
-	before, beforeGroup, err := s.stateBefore(ctx, r, pdu)
+	before, beforeGroup, err := s.stateBefore(ctx, r, pdu, req.MissingPrevs)
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := gomatrixserverlib.Allowed(pdu, authProvider{before}, userIDForSender); err != nil {
+		if pdu.StateKey() == nil {
+			// A rejected message is kept as an outlier too, for the events
+			// other servers build on it: the state after it is the state
+			// before it, as for any rejected event. (A rejected state event
+			// is not kept: the state after it would wrongly include it.)
+			if err := s.storeSoftFailed(ctx, r, pdu, beforeGroup); err != nil {
+				return nil, nil, err
+			}
+		}
 		return nil, nil, &Forbidden{Reason: "not allowed by the state before it: " + err.Error()}
 	}
 	if before != r.snap {
@@ -250,7 +271,7 @@ type groupRef struct {
 
 // stateBefore is the room state before pdu: after its prev_events,
 // resolved where they disagree.
-func (s *Service) stateBefore(ctx context.Context, r *room, pdu gomatrixserverlib.PDU) (*Snapshot, groupRef, error) {
+func (s *Service) stateBefore(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, given []MissingPrev) (*Snapshot, groupRef, error) {
 	prevs := pdu.PrevEventIDs()
 	if len(prevs) == 0 {
 		return nil, groupRef{}, fmt.Errorf("%w: an event without prev_events", ErrBadEvent)
@@ -262,24 +283,38 @@ func (s *Service) stateBefore(ctx context.Context, r *room, pdu gomatrixserverli
 	if err != nil {
 		return nil, groupRef{}, err
 	}
+	var snaps []*Snapshot
 	if len(rows) < len(prevs) {
 		have := map[string]bool{}
 		for _, row := range rows {
 			have[row.EventID] = true
 		}
+		byID := map[string]MissingPrev{}
+		for _, m := range given {
+			byID[m.Event.EventID()] = m
+		}
 		missing := &ErrMissingPrev{}
+		var supplied []MissingPrev
 		for _, id := range prevs {
-			if !have[id] {
+			if m, ok := byID[id]; ok && !have[id] {
+				supplied = append(supplied, m)
+			} else if !have[id] {
 				missing.IDs = append(missing.IDs, id)
 			}
 		}
-		return nil, groupRef{}, missing
+		if len(missing.IDs) > 0 {
+			return nil, groupRef{}, missing
+		}
+		after, err := s.storeMissingPrevs(ctx, r, supplied)
+		if err != nil {
+			return nil, groupRef{}, err
+		}
+		snaps = append(snaps, after...)
 	}
 	evs, err := s.fromRows(ctx, r.version, rows)
 	if err != nil {
 		return nil, groupRef{}, err
 	}
-	var snaps []*Snapshot
 	for _, prev := range evs {
 		snap, err := s.stateAfter(ctx, r.version, prev)
 		if err != nil {
@@ -287,7 +322,7 @@ func (s *Service) stateBefore(ctx context.Context, r *room, pdu gomatrixserverli
 		}
 		snaps = append(snaps, snap)
 	}
-	if len(evs) == 1 && !evs[0].IsState() {
+	if len(evs) == 1 && len(snaps) == 1 && !evs[0].IsState() {
 		return snaps[0], groupRef{id: evs[0].StateGroup}, nil // a message leaves the state as it was
 	}
 	resolved, err := s.resolve(ctx, r.version, snaps...)
@@ -295,6 +330,92 @@ func (s *Service) stateBefore(ctx context.Context, r *room, pdu gomatrixserverli
 		return nil, groupRef{}, err
 	}
 	return resolved, s.wholeGroup(r, resolved), nil
+}
+
+// storeMissingPrevs stores prev_events another server gave, with the
+// state before each, as outliers (committed directly, like a soft-failed
+// event: nothing of the room in memory changes), and returns the state
+// after each. The missing events themselves are not checked: they are
+// only where the event placed on them starts from (which is checked, on
+// that state and on the room's current one); the state given was checked
+// by package federation (signatures, each event by its auth events).
+func (s *Service) storeMissingPrevs(ctx context.Context, r *room, given []MissingPrev) ([]*Snapshot, error) {
+	var ids []string
+	for _, m := range given {
+		ids = append(ids, m.Event.EventID())
+		for _, p := range m.StateBefore {
+			ids = append(ids, p.EventID())
+		}
+	}
+	rows, err := s.store.GetEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	stored := map[string]bool{}
+	for _, row := range rows {
+		stored[row.EventID] = true
+	}
+	var commits []storage.EventCommit
+	keep := func(pdu gomatrixserverlib.PDU, group groupRef) error {
+		if stored[pdu.EventID()] {
+			return nil
+		}
+		stored[pdu.EventID()] = true
+		ev, err := newEvent(pdu, s.outlierSeq.Add(-1), group.id, nil)
+		if err != nil {
+			return err
+		}
+		row := ev.row()
+		row.Outlier = true
+		c := storage.EventCommit{Event: row, Latest: r.latest, Depth: r.depth, StateGroup: r.group}
+		if group.g != nil {
+			c.ExtraGroups = []*storage.StateGroup{group.g}
+		}
+		commits = append(commits, c)
+		return nil
+	}
+	var out []*Snapshot
+	for _, m := range given {
+		if m.Event.RoomID().String() != r.id {
+			return nil, fmt.Errorf("%w: prev_event %s is of another room", ErrBadEvent, m.Event.EventID())
+		}
+		before := emptySnapshot()
+		for _, p := range m.StateBefore {
+			if p.RoomID().String() != r.id || p.StateKey() == nil {
+				continue // not state of this room: ignored
+			}
+			ev, err := newEvent(p, 0, 0, nil)
+			if err != nil {
+				return nil, err
+			}
+			before.events[StateKey{p.Type(), *p.StateKey()}] = ev
+			if err := keep(p, groupRef{}); err != nil {
+				return nil, err
+			}
+		}
+		if before.Get(spec.MRoomCreate, "") == nil {
+			return nil, fmt.Errorf("%w: the state given before %s has no create event", ErrBadEvent, m.Event.EventID())
+		}
+		group := s.wholeGroup(r, before)
+		if err := keep(m.Event, group); err != nil {
+			return nil, err
+		}
+		ev, err := newEvent(m.Event, 0, group.id, nil)
+		if err != nil {
+			return nil, err
+		}
+		after := before
+		if ev.IsState() {
+			after = before.with(ev)
+		}
+		out = append(out, after)
+	}
+	if len(commits) > 0 {
+		if err := s.store.CommitEvents(ctx, commits); err != nil {
+			return nil, fmt.Errorf("store the events before a gap: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // wholeGroup is a new state group holding snap whole.

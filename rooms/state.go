@@ -235,7 +235,7 @@ func (s *Service) fromRow(version gomatrixserverlib.IRoomVersion, r storage.Even
 	if err != nil {
 		return nil, err
 	}
-	ev.TxnDevice, ev.TxnID = r.TxnDevice, r.TxnID
+	ev.TxnDevice, ev.TxnID, ev.Outlier = r.TxnDevice, r.TxnID, r.Outlier
 	return ev, nil
 }
 

@@ -52,7 +52,7 @@ func TestBadInput(t *testing.T) {
 			{"wrong type", "POST", base + "/createRoom", tok, `{"name": 5}`, 400, "M_BAD_JSON"},
 			{"wrong type invite", "POST", base + "/createRoom", tok, `{"invite": "bob"}`, 400, "M_BAD_JSON"},
 			{"bad preset", "POST", base + "/createRoom", tok, `{"preset": "everyone"}`, 400, "M_BAD_JSON"},
-			{"bad room version", "POST", base + "/createRoom", tok, `{"room_version": "1"}`, 400, "M_UNSUPPORTED_ROOM_VERSION"},
+			{"bad room version", "POST", base + "/createRoom", tok, `{"room_version": "13"}`, 400, "M_UNSUPPORTED_ROOM_VERSION"},
 			{"login wrong password", "POST", base + "/login", "", `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"nope"}`, 403, "M_FORBIDDEN"},
 			{"login missing fields", "POST", base + "/login", "", `{"type":"m.login.password"}`, 400, "M_MISSING_PARAM"},
 			{"missing token", "GET", base + "/account/whoami", "", "", 401, "M_MISSING_TOKEN"},

@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"maunium.net/go/mautrix"
+
+	"github.com/machi-chat/machi/internal/server"
+	"github.com/machi-chat/machi/internal/testrig"
+	"github.com/machi-chat/machi/rooms"
+)
+
+// TestFederatedGapState: city-b's history has a gap city-a cannot close
+// with /get_missing_events (an event Q it never gets). city-a sends for the
+// state at Q with /state_ids, keeps Q as an outlier (no state served at it)
+// and takes the events after it into the room. An event sent directly whose
+// history stays out of reach is still refused.
+//
+// city-b's side is played by the test: a proxy at city-b's address (with
+// city-b's certificate) answers /get_missing_events, /state_ids and
+// /event itself and passes everything else to the real city-b.
+func TestFederatedGapState(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		proxyAddr := testrig.FreePort(t, "127.0.0.12") // city-b's address in startFederation
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, map[string]map[string]string{a: {b: proxyAddr}})
+		keyID, key, err := server.LoadKey(cities[b].cfg.Path(cities[b].cfg.SigningKeyPath))
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		var mu sync.Mutex
+		served := map[string]json.RawMessage{} // event ID → what /event answers
+		var gapAnswer, stateIDs json.RawMessage
+		asked := map[string]int{}
+		cert, err := tls.LoadX509KeyPair(cities[b].cfg.Federation.TLSCert, cities[b].cfg.Federation.TLSKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		real := &url.URL{Scheme: "https", Host: cities[b].addr}
+		rp := httputil.NewSingleHostReverseProxy(real)
+		rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+		ln, err := net.Listen("tcp", proxyAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			p := r.URL.Path
+			switch {
+			case strings.HasPrefix(p, "/_matrix/federation/v1/get_missing_events/") && gapAnswer != nil:
+				asked["get_missing_events"]++
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(gapAnswer)
+			case strings.HasPrefix(p, "/_matrix/federation/v1/state_ids/") && stateIDs != nil:
+				asked["state_ids "+r.URL.Query().Get("event_id")]++
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(stateIDs)
+			case strings.HasPrefix(p, "/_matrix/federation/v1/event/") && served[strings.TrimPrefix(p, "/_matrix/federation/v1/event/")] != nil:
+				id := strings.TrimPrefix(p, "/_matrix/federation/v1/event/")
+				asked["event "+id]++
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(map[string]any{"origin": b, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{served[id]}})
+			default:
+				rp.ServeHTTP(w, r)
+			}
+		}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+		go func() { _ = proxy.ServeTLS(ln, "", "") }()
+		t.Cleanup(func() { proxy.Close() })
+
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID), bob.AccessToken, map[string]any{}, nil); code != 200 {
+			t.Fatalf("join: %d %+v", code, me)
+		}
+		snap, err := cities[a].srv.Rooms.CurrentState(ctxT(t), string(room.RoomID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		latest, _ := cities[a].srv.Rooms.Latest(ctxT(t), string(room.RoomID))
+		version := gomatrixserverlib.MustGetRoomVersion("10")
+		auth := []string{snap.Get("m.room.create", "").ID(), snap.Get("m.room.power_levels", "").ID(), snap.Get("m.room.member", string(bob.UserID)).ID()}
+		build := func(prev []string, depth int64, body string) gomatrixserverlib.PDU {
+			c, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
+			proto := gomatrixserverlib.ProtoEvent{SenderID: string(bob.UserID), RoomID: string(room.RoomID), Type: "m.room.message",
+				PrevEvents: prev, AuthEvents: auth, Depth: depth, Content: c}
+			pdu, err := version.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), b, keyID, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pdu
+		}
+		send := func(txnID string, pdu gomatrixserverlib.PDU) map[string]any {
+			t.Helper()
+			body, _ := json.Marshal(map[string]any{"origin": b, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{pdu.JSON()}})
+			fr := fclient.NewFederationRequest("PUT", b, a, "/_matrix/federation/v1/send/"+txnID)
+			if err := fr.SetContent(json.RawMessage(body)); err != nil {
+				t.Fatal(err)
+			}
+			if err := fr.Sign(b, keyID, key); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := fr.HTTPRequest()
+			req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+			resp, err := insecureFed(a).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			var out struct {
+				PDUs map[string]map[string]any `json:"pdus"`
+			}
+			if resp.StatusCode != 200 || json.Unmarshal(raw, &out) != nil {
+				t.Fatalf("send: %d %s", resp.StatusCode, raw)
+			}
+			return out.PDUs[pdu.EventID()]
+		}
+
+		// Q is never sent nor given by /get_missing_events; R is, S is sent.
+		q := build(latest, 50, "Q: 届かない")
+		r := build([]string{q.EventID()}, 51, "R: 穴の向こう")
+		s := build([]string{r.EventID()}, 52, "S: 最新")
+		var stateList []string
+		snap.Each(func(ev *rooms.Event) { stateList = append(stateList, ev.ID()) })
+		mu.Lock()
+		gapAnswer, _ = json.Marshal(map[string]any{"events": []json.RawMessage{r.JSON()}})
+		stateIDs, _ = json.Marshal(map[string]any{"pdu_ids": stateList, "auth_chain_ids": []string{}})
+		served[q.EventID()] = q.JSON()
+		mu.Unlock()
+
+		if res := send("gap-1", s); res == nil || res["error"] != nil {
+			t.Fatalf("S: %v", res)
+		}
+		waitHistory(t, alice, room.RoomID, func(bodies []string) bool {
+			return len(bodies) > 0 && bodies[len(bodies)-1] == "S: 最新"
+		})
+		resp, err := alice.Messages(ctxT(t), room.RoomID, "", "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bodies []string
+		for _, ev := range resp.Chunk {
+			if b, _ := ev.Content.Raw["body"].(string); b != "" {
+				bodies = append(bodies, b)
+			}
+		}
+		if strings.Join(bodies, "|") != "S: 最新|R: 穴の向こう" {
+			t.Errorf("timeline (newest first): %q, want S and R and not Q", bodies)
+		}
+		mu.Lock()
+		if asked["get_missing_events"] != 1 || asked["state_ids "+q.EventID()] != 1 || asked["event "+q.EventID()] != 1 {
+			t.Errorf("what city-a asked city-b: %v", asked)
+		}
+		mu.Unlock()
+
+		// Q is an outlier: no state is served at it.
+		fr := fclient.NewFederationRequest("GET", b, a, "/_matrix/federation/v1/state_ids/"+url.PathEscape(string(room.RoomID))+"?event_id="+url.QueryEscape(q.EventID()))
+		if err := fr.Sign(b, keyID, key); err != nil {
+			t.Fatal(err)
+		}
+		req, _ := fr.HTTPRequest()
+		req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+		if code, me := doRaw(t, insecureFed(a), req); code != 404 || me.Code != "M_NOT_FOUND" {
+			t.Errorf("state_ids at the outlier Q: %d %+v", code, me)
+		}
+
+		// A rejected message (its sender is not in the room) is processed:
+		// no error, in no timeline, but an event built on it gets in.
+		c, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": "部外者"})
+		xProto := gomatrixserverlib.ProtoEvent{SenderID: "@mallory:" + b, RoomID: string(room.RoomID), Type: "m.room.message",
+			PrevEvents: []string{s.EventID()}, AuthEvents: auth[:2], Depth: 53, Content: c}
+		x, err := version.NewEventBuilderFromProtoEvent(&xProto).Build(time.Now(), b, keyID, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := send("rejected-1", x); res == nil || res["error"] != nil {
+			t.Fatalf("rejected message: %v", res)
+		}
+		y := build([]string{x.EventID()}, 54, "Y: 却下の後")
+		if res := send("rejected-2", y); res == nil || res["error"] != nil {
+			t.Fatalf("an event after a rejected one: %v", res)
+		}
+		waitHistory(t, alice, room.RoomID, func(bodies []string) bool {
+			return len(bodies) > 0 && bodies[len(bodies)-1] == "Y: 却下の後"
+		})
+		if resp, err = alice.Messages(ctxT(t), room.RoomID, "", "", mautrix.DirectionBackward, nil, 100); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range resp.Chunk {
+			if string(ev.ID) == x.EventID() {
+				t.Error("the rejected message is in the timeline")
+			}
+		}
+
+		// An event sent directly whose prev_events nobody gives is refused.
+		mu.Lock()
+		gapAnswer, _ = json.Marshal(map[string]any{"events": []json.RawMessage{}})
+		mu.Unlock()
+		lost := build([]string{"$never-seen"}, 60, "迷子")
+		if res := send("gap-2", lost); res == nil || !strings.Contains(fmt.Sprint(res["error"]), "missing prev_events") {
+			t.Fatalf("an event after an unclosable gap: %v", res)
+		}
+	})
+}
