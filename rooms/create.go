@@ -29,10 +29,6 @@ type StateEvent struct {
 type CreateRequest struct {
 	Creator         string
 	CreatorMember   json.RawMessage // content of the creator's join
-	// RoomID is the new room's ID, chosen by the caller (an upgrade names
-	// the replacement in the old room's tombstone first); "" for a random
-	// one. Versions whose room ID is the create event's hash ignore it.
-	RoomID string
 	Version         string          // "" for the default
 	Preset          string          // private_chat, trusted_private_chat, public_chat
 	CreationContent json.RawMessage
@@ -46,6 +42,10 @@ type CreateRequest struct {
 	IsDirect      bool
 	PowerOverride json.RawMessage
 	Actor         policy.Actor
+	// RoomID is the new room's ID, chosen by the caller (an upgrade names
+	// the replacement in the old room's tombstone first); "" for a random
+	// one. Versions whose room ID is the create event's hash ignore it.
+	RoomID string
 }
 
 // NewRoomID is a random room ID of server, for room versions 1 to 11.
