@@ -237,7 +237,10 @@ func (f *Federation) handleSendLeave(w http.ResponseWriter, r *http.Request, ori
 }
 
 // RejectInvite refuses a local user's invite to a room this server is not
-// in, through the inviting server (make_leave, send_leave).
+// in, through the inviting server (make_leave, send_leave). When that
+// server refuses or cannot be reached, the invite is refused here alone
+// (with a leave this server signs and keeps, which nobody else hears of):
+// an invite must never be stuck because its server is gone.
 func (f *Federation) RejectInvite(ctx context.Context, userID, roomID string) error {
 	inv, err := f.store.GetRemoteInvite(ctx, roomID, userID)
 	if err != nil {
@@ -248,29 +251,77 @@ func (f *Federation) RejectInvite(ctx context.Context, userID, roomID string) er
 		return err
 	}
 	server := string(sender.Domain())
+	leaveID, err := f.remoteLeave(ctx, server, inv)
+	if err != nil {
+		// (A server now off the allow-list is not contacted: refused here.)
+		f.log.Info("federation: invite refused here only: its server did not take the leave", "room", roomID, "user", userID, "via", server, "err", err)
+		if leaveID, err = f.localLeave(inv); err != nil {
+			return err
+		}
+	}
+	return f.rooms.EndRemoteInvite(ctx, roomID, userID, leaveID)
+}
+
+// remoteLeave refuses inv through server: make_leave, then send_leave (v2,
+// or v1 where the server has no v2). It returns the leave's ID.
+func (f *Federation) remoteLeave(ctx context.Context, server string, inv storage.RemoteInvite) (string, error) {
+	if d := f.allowed(ctx, server); d != nil {
+		return "", d
+	}
+	roomID, userID := inv.RoomID, inv.UserID
 	var tmpl struct {
 		RoomVersion string                       `json:"room_version"`
 		Event       gomatrixserverlib.ProtoEvent `json:"event"`
 	}
 	path := "/_matrix/federation/v1/make_leave/" + pathEscape(roomID) + "/" + pathEscape(userID)
 	if err := f.signedRequest(ctx, http.MethodGet, server, path, nil, &tmpl); err != nil {
-		return err
+		return "", err
+	}
+	if tmpl.RoomVersion == "" {
+		tmpl.RoomVersion = inv.RoomVersion
 	}
 	version, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(tmpl.RoomVersion))
 	if err != nil || tmpl.Event.Type != spec.MRoomMember || tmpl.Event.StateKey == nil || *tmpl.Event.StateKey != userID {
-		return &RemoteError{Server: server, Status: http.StatusBadGateway, Msg: "answered make_leave with something else"}
+		return "", &RemoteError{Server: server, Status: http.StatusBadGateway, Msg: "answered make_leave with something else"}
 	}
 	tmpl.Event.SenderID, tmpl.Event.RoomID, tmpl.Event.Content = userID, roomID, spec.RawJSON(`{"membership":"leave"}`)
 	leave, err := version.NewEventBuilderFromProtoEvent(&tmpl.Event).Build(f.now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.Key)
 	if err != nil {
-		return err
+		return "", err
 	}
-	path = "/_matrix/federation/v2/send_leave/" + pathEscape(roomID) + "/" + pathEscape(leave.EventID())
+	tail := pathEscape(roomID) + "/" + pathEscape(leave.EventID())
 	var out json.RawMessage
-	if err := f.signedRequest(ctx, http.MethodPut, server, path, json.RawMessage(leave.JSON()), &out); err != nil {
-		return err
+	err = f.signedRequest(ctx, http.MethodPut, server, "/_matrix/federation/v2/send_leave/"+tail, json.RawMessage(leave.JSON()), &out)
+	var remote *RemoteError
+	if errors.As(err, &remote) && remote.Status == http.StatusNotFound && (remote.Code == "" || remote.Code == "M_UNRECOGNIZED") {
+		err = f.signedRequest(ctx, http.MethodPut, server, "/_matrix/federation/v1/send_leave/"+tail, json.RawMessage(leave.JSON()), &out)
 	}
-	return f.rooms.EndRemoteInvite(ctx, roomID, userID, leave.EventID())
+	if err != nil {
+		return "", err
+	}
+	return leave.EventID(), nil
+}
+
+// localLeave is a leave of inv's invitee built on the invite alone, signed
+// by this server, for a refusal the inviting server never took.
+func (f *Federation) localLeave(inv storage.RemoteInvite) (string, error) {
+	version, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(inv.RoomVersion))
+	if err != nil {
+		return "", err
+	}
+	invite, err := version.NewEventFromTrustedJSON(inv.Event, false)
+	if err != nil {
+		return "", fmt.Errorf("the stored invite: %w", err)
+	}
+	key := inv.UserID
+	proto := gomatrixserverlib.ProtoEvent{SenderID: inv.UserID, RoomID: inv.RoomID, Type: spec.MRoomMember, StateKey: &key,
+		PrevEvents: []string{invite.EventID()}, AuthEvents: []string{invite.EventID()}, Depth: invite.Depth() + 1,
+		Content: spec.RawJSON(`{"membership":"leave"}`)}
+	leave, err := version.NewEventBuilderFromProtoEvent(&proto).Build(f.now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.Key)
+	if err != nil {
+		return "", err
+	}
+	return leave.EventID(), nil
 }
 
 // InviteServers are the servers to join an invited room through: the

@@ -284,3 +284,32 @@ func rvEventually(t *testing.T, what string, ok func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestFederatedInviteRefusedWhileAway: an invite from a city that is down
+// (or refuses the leave) is still refused: here alone, and it leaves the
+// invitee's /sync.
+func TestFederatedInviteRefusedWhileAway(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		carol := register(t, cities[b].srv, "carol")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{carol.UserID}, RoomVersion: "1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := waitFor(t, carol, "", func(r *mautrix.RespSync) bool { _, ok := r.Rooms.Invite[room.RoomID]; return ok })
+		cities[a].stop()
+		if _, err := carol.LeaveRoom(ctxT(t), room.RoomID); err != nil {
+			t.Fatalf("refusing the invite of a city that is down: %v", err)
+		}
+		waitFor(t, carol, since, func(r *mautrix.RespSync) bool {
+			_, invited := r.Rooms.Invite[room.RoomID]
+			_, left := r.Rooms.Leave[room.RoomID]
+			return left && !invited
+		})
+		if resp, err := carol.SyncRequest(ctxT(t), 0, "", "", false, ""); err != nil || len(resp.Rooms.Invite) != 0 {
+			t.Fatalf("carol's invites after refusing: %v %+v", err, resp.Rooms.Invite)
+		}
+	})
+}
