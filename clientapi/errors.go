@@ -93,16 +93,13 @@ func toMatrixError(err error) *Error {
 	case errors.As(err, &me):
 		return me
 	case errors.As(err, &remote):
-		e := remoteError(remote.RemoteAnswer())
-		if x, ok := remote.(interface{ RemoteExtra() map[string]any }); ok && e.Status < 500 {
-			for k, v := range x.RemoteExtra() {
-				if e.Extra == nil {
-					e.Extra = map[string]any{}
-				}
-				e.Extra[k] = v
-			}
+		if x, ok := remote.(interface {
+			PassThrough() bool
+			RemoteExtra() map[string]any
+		}); ok && x.PassThrough() {
+			return passedOn(remote.RemoteAnswer())(x.RemoteExtra())
 		}
-		return e
+		return remoteError(remote.RemoteAnswer())
 	case errors.As(err, &denial):
 		return denialError(denial)
 	case errors.As(err, &forbidden):
@@ -138,15 +135,31 @@ func remoteError(status int, code, msg string) *Error {
 			code = map[int]string{http.StatusNotFound: "M_NOT_FOUND", http.StatusForbidden: "M_FORBIDDEN"}[status]
 		}
 		return newErr(status, code, "the other server answered: %s", msg)
-	case status >= 400 && status < 500 && code != "" && status != http.StatusUnauthorized && status != http.StatusTooManyRequests:
-		// A refusal of the request itself (M_INCOMPATIBLE_ROOM_VERSION
-		// for a join, say) is the client's to know; a refusal of this
-		// server's credentials or rate is not.
-		return newErr(status, code, "the other server answered: %s", msg)
 	case status == 0:
 		return newErr(http.StatusBadGateway, "M_UNKNOWN", "the other server could not be reached: %s", msg)
 	default:
 		return newErr(http.StatusBadGateway, "M_UNKNOWN", "the other server answered %d: %s", status, msg)
+	}
+}
+
+// passedOn is another server's refusal of what the client asked for (a
+// make_join refused with M_INCOMPATIBLE_ROOM_VERSION, say), given to the
+// client as it came, with its other fields (room_version): a 4xx with an
+// errcode, other than a refusal of this server's credentials or rate.
+// Anything else is mapped as remoteError maps it.
+func passedOn(status int, code, msg string) func(extra map[string]any) *Error {
+	return func(extra map[string]any) *Error {
+		if status < 400 || status >= 500 || code == "" || status == http.StatusUnauthorized || status == http.StatusTooManyRequests {
+			return remoteError(status, code, msg)
+		}
+		e := newErr(status, code, "the other server answered: %s", msg)
+		for k, v := range extra {
+			if e.Extra == nil {
+				e.Extra = map[string]any{}
+			}
+			e.Extra[k] = v
+		}
+		return e
 	}
 }
 

@@ -252,9 +252,16 @@ type RemoteError struct {
 	Code   string // its errcode
 	Msg    string
 	// Extra are the answer's other fields (such as room_version with
-	// M_INCOMPATIBLE_ROOM_VERSION), passed on to the client.
+	// M_INCOMPATIBLE_ROOM_VERSION).
 	Extra map[string]any
+	// Pass marks a refusal the client should get as it came (status,
+	// errcode, Extra): the other server's answer to what the client asked
+	// (a make_join of a join), not to something this server did.
+	Pass bool
 }
+
+// PassThrough reports whether the client gets the answer as it came.
+func (e *RemoteError) PassThrough() bool { return e.Pass }
 
 func (e *RemoteError) Error() string {
 	if e.Status == 0 {

@@ -150,6 +150,9 @@ func (f *Federation) JoinRoom(ctx context.Context, userID, roomID string, server
 		})
 		if ferr != nil {
 			lastErr = remoteError(spec.ServerName(server), ferr.Err)
+			if remote, ok := lastErr.(*RemoteError); ok {
+				remote.Pass = true // the other server's refusal of this join, for the client to see
+			}
 			f.log.Info("federation: join failed", "room", roomID, "via", server, "err", ferr.Err)
 			continue
 		}

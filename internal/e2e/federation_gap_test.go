@@ -46,18 +46,7 @@ func TestFederatedGapState(t *testing.T) {
 		served := map[string]json.RawMessage{} // event ID → what /event answers
 		var gapAnswer, stateIDs json.RawMessage
 		asked := map[string]int{}
-		cert, err := tls.LoadX509KeyPair(cities[b].cfg.Federation.TLSCert, cities[b].cfg.Federation.TLSKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		real := &url.URL{Scheme: "https", Host: cities[b].addr}
-		rp := httputil.NewSingleHostReverseProxy(real)
-		rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
-		ln, err := net.Listen("tcp", proxyAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		interceptPeer(t, cities[b], proxyAddr, func(w http.ResponseWriter, r *http.Request) bool {
 			mu.Lock()
 			defer mu.Unlock()
 			p := r.URL.Path
@@ -76,11 +65,10 @@ func TestFederatedGapState(t *testing.T) {
 				w.Header().Set("Content-Type", "application/json")
 				_ = json.NewEncoder(w).Encode(map[string]any{"origin": b, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{served[id]}})
 			default:
-				rp.ServeHTTP(w, r)
+				return false
 			}
-		}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
-		go func() { _ = proxy.ServeTLS(ln, "", "") }()
-		t.Cleanup(func() { proxy.Close() })
+			return true
+		})
 
 		alice := register(t, cities[a].srv, "alice")
 		bob := register(t, cities[b].srv, "bob")
@@ -218,6 +206,69 @@ func TestFederatedGapState(t *testing.T) {
 		lost := build([]string{"$never-seen"}, 60, "迷子")
 		if res := send("gap-2", lost); res == nil || !strings.Contains(fmt.Sprint(res["error"]), "missing prev_events") {
 			t.Fatalf("an event after an unclosable gap: %v", res)
+		}
+	})
+}
+
+// interceptPeer listens at addr (an address of city's IP, which other
+// cities were routed to) as city, with city's certificate: intercept
+// answers what it wants to (returning true), everything else goes on to
+// the real city.
+func interceptPeer(t *testing.T, city *fedCity, addr string, intercept func(http.ResponseWriter, *http.Request) bool) {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(city.cfg.Federation.TLSCert, city.cfg.Federation.TLSKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "https", Host: city.addr})
+	rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !intercept(w, r) {
+			rp.ServeHTTP(w, r)
+		}
+	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	go func() { _ = proxy.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { proxy.Close() })
+}
+
+// TestFederatedJoinRefusalPassedOn: the other server's refusal of a
+// make_join (here M_INCOMPATIBLE_ROOM_VERSION with its room_version) is the
+// client's answer, as it came.
+func TestFederatedJoinRefusalPassedOn(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		proxyAddr := testrig.FreePort(t, "127.0.0.11") // city-a's address in startFederation
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, map[string]map[string]string{b: {a: proxyAddr}})
+		interceptPeer(t, cities[a], proxyAddr, func(w http.ResponseWriter, r *http.Request) bool {
+			if !strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/make_join/") {
+				return false
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"errcode":"M_INCOMPATIBLE_ROOM_VERSION","error":"upgrade","room_version":"org.example.future"}`))
+			return true
+		})
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+url.PathEscape(string(room.RoomID))+"?server_name="+a, strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer "+bob.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode != 400 || out["errcode"] != "M_INCOMPATIBLE_ROOM_VERSION" || out["room_version"] != "org.example.future" {
+			t.Fatalf("join refused by the room's server: %d %v", resp.StatusCode, out)
 		}
 	})
 }
