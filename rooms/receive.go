@@ -53,6 +53,12 @@ type MissingPrev struct {
 	StateBefore []gomatrixserverlib.PDU
 }
 
+// queuedCopy is prepareRemote's answer for an event already queued for
+// the writer: Receive waits for that commit.
+type queuedCopy struct{ p *pending }
+
+func (queuedCopy) Error() string { return "event already queued" }
+
 // Receive puts another server's event into its room. It returns the event
 // once durable; an event already stored is returned as it is.
 func (s *Service) Receive(ctx context.Context, req *ReceiveRequest) (*Event, error) {
@@ -67,9 +73,30 @@ func (s *Service) Receive(ctx context.Context, req *ReceiveRequest) (*Event, err
 			if s.eval != nil {
 				p.evaluated = make(chan struct{})
 			}
+			r.queue(p)
 			s.writer.enqueue(p)
 		}
 		r.mu.Unlock()
+		var dup queuedCopy
+		if errors.As(err, &dup) {
+			// The same event, already on its way to the database.
+			select {
+			case <-dup.p.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if dup.p.err == nil {
+				for _, ev := range dup.p.evs {
+					if ev.ID() == req.PDU.EventID() {
+						return ev, nil
+					}
+				}
+			}
+			if attempt == 0 {
+				continue
+			}
+			return nil, fmt.Errorf("commit event: %w", dup.p.err)
+		}
 		if err != nil || known != nil {
 			return known, err
 		}
@@ -92,6 +119,9 @@ func (s *Service) prepareRemote(ctx context.Context, r *room, req *ReceiveReques
 		return nil, nil, errRoomReset
 	}
 	pdu := req.PDU
+	if q := r.queuedEvent(pdu.EventID()); q != nil {
+		return nil, nil, queuedCopy{q}
+	}
 	if rows, err := s.store.GetEvents(ctx, []string{pdu.EventID()}); err != nil {
 		return nil, nil, err
 	} else if len(rows) > 0 {

@@ -26,6 +26,12 @@ type room struct {
 	// inflight counts events queued but not yet committed; such a room
 	// is never evicted, or a reload would miss them.
 	inflight atomic.Int32
+	// queued are the events of this room handed to the writer and not yet
+	// committed, by ID: an event another server sends twice at once (by
+	// /send and by /get_missing_events, say) waits for the first copy
+	// instead of being committed twice. Own lock: the writer removes them.
+	qmu    sync.Mutex
+	queued map[string]*pending
 
 	mu     sync.Mutex // held while building an event
 	latest []string
@@ -437,4 +443,34 @@ func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
 	}
 	s.members.forget(userID, roomID)
 	return nil
+}
+
+// queue records p's events as handed to the writer.
+func (r *room) queue(p *pending) {
+	r.qmu.Lock()
+	if r.queued == nil {
+		r.queued = map[string]*pending{}
+	}
+	for _, ev := range p.evs {
+		r.queued[ev.ID()] = p
+	}
+	r.qmu.Unlock()
+}
+
+// committed forgets p's events (committed or failed).
+func (r *room) committed(p *pending) {
+	r.qmu.Lock()
+	for _, ev := range p.evs {
+		if r.queued[ev.ID()] == p {
+			delete(r.queued, ev.ID())
+		}
+	}
+	r.qmu.Unlock()
+}
+
+// queuedEvent is the pending commit holding event id, if any.
+func (r *room) queuedEvent(id string) *pending {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	return r.queued[id]
 }

@@ -490,6 +490,7 @@ func (s *Service) afterCommit(batch []*pending, _ error) {
 	outboxed := map[string]struct{}{}
 	for _, p := range batch {
 		p.room.inflight.Add(-1)
+		p.room.committed(p)
 		for _, ev := range p.evs {
 			positions = append(positions, ev.Pos)
 			if p.err != nil {

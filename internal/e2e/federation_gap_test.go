@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"maunium.net/go/mautrix"
 
 	"github.com/machi-chat/machi/internal/server"
@@ -98,29 +100,7 @@ func TestFederatedGapState(t *testing.T) {
 		}
 		send := func(txnID string, pdu gomatrixserverlib.PDU) map[string]any {
 			t.Helper()
-			body, _ := json.Marshal(map[string]any{"origin": b, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{pdu.JSON()}})
-			fr := fclient.NewFederationRequest("PUT", b, a, "/_matrix/federation/v1/send/"+txnID)
-			if err := fr.SetContent(json.RawMessage(body)); err != nil {
-				t.Fatal(err)
-			}
-			if err := fr.Sign(b, keyID, key); err != nil {
-				t.Fatal(err)
-			}
-			req, _ := fr.HTTPRequest()
-			req.URL.Scheme, req.URL.Host = "https", cities[a].addr
-			resp, err := insecureFed(a).Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			raw, _ := io.ReadAll(resp.Body)
-			var out struct {
-				PDUs map[string]map[string]any `json:"pdus"`
-			}
-			if resp.StatusCode != 200 || json.Unmarshal(raw, &out) != nil {
-				t.Fatalf("send: %d %s", resp.StatusCode, raw)
-			}
-			return out.PDUs[pdu.EventID()]
+			return fedSend(t, cities[a], b, keyID, key, txnID, pdu)[pdu.EventID()]
 		}
 
 		// Q is never sent nor given by /get_missing_events; R is, S is sent.
@@ -269,6 +249,112 @@ func TestFederatedJoinRefusalPassedOn(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		if resp.StatusCode != 400 || out["errcode"] != "M_INCOMPATIBLE_ROOM_VERSION" || out["room_version"] != "org.example.future" {
 			t.Fatalf("join refused by the room's server: %d %v", resp.StatusCode, out)
+		}
+	})
+}
+
+// fedSend is server from's /send of pdus to city, signed with from's key:
+// the result for each PDU.
+func fedSend(t *testing.T, city *fedCity, from string, keyID gomatrixserverlib.KeyID, key ed25519.PrivateKey, txnID string, pdus ...gomatrixserverlib.PDU) map[string]map[string]any {
+	t.Helper()
+	raw := make([]json.RawMessage, len(pdus))
+	for i, pdu := range pdus {
+		raw[i] = pdu.JSON()
+	}
+	body, _ := json.Marshal(map[string]any{"origin": from, "origin_server_ts": time.Now().UnixMilli(), "pdus": raw})
+	fr := fclient.NewFederationRequest("PUT", spec.ServerName(from), spec.ServerName(city.name), "/_matrix/federation/v1/send/"+txnID)
+	if err := fr.SetContent(json.RawMessage(body)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.Sign(spec.ServerName(from), keyID, key); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := fr.HTTPRequest()
+	req.URL.Scheme, req.URL.Host = "https", city.addr
+	resp, err := insecureFed(city.name).Do(req)
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	var out struct {
+		PDUs map[string]map[string]any `json:"pdus"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(answer, &out) != nil {
+		t.Errorf("send: %d %s", resp.StatusCode, answer)
+	}
+	return out.PDUs
+}
+
+// TestFederatedSameEventAtOnce: one event sent in several transactions at
+// once is stored once; none of them fails, and the room goes on (a second
+// copy committed beside the first used to fail the batch and reset the
+// room, and the local event in that batch with it).
+func TestFederatedSameEventAtOnce(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		keyID, key, err := server.LoadKey(cities[b].cfg.Path(cities[b].cfg.SigningKeyPath))
+		if err != nil {
+			t.Fatal(err)
+		}
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID), bob.AccessToken, map[string]any{}, nil); code != 200 {
+			t.Fatalf("join: %d %+v", code, me)
+		}
+		for round := range 5 {
+			snap, err := cities[a].srv.Rooms.CurrentState(ctxT(t), string(room.RoomID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			latest, _ := cities[a].srv.Rooms.Latest(ctxT(t), string(room.RoomID))
+			c, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": fmt.Sprintf("同時 %d", round)})
+			proto := gomatrixserverlib.ProtoEvent{SenderID: string(bob.UserID), RoomID: string(room.RoomID), Type: "m.room.message",
+				PrevEvents: latest, Depth: 100 + int64(round), Content: c,
+				AuthEvents: []string{snap.Get("m.room.create", "").ID(), snap.Get("m.room.power_levels", "").ID(), snap.Get("m.room.member", string(bob.UserID)).ID()}}
+			pdu, err := gomatrixserverlib.MustGetRoomVersion("10").NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), spec.ServerName(b), keyID, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			for i := range 6 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if res := fedSend(t, cities[a], b, keyID, key, fmt.Sprintf("same-%d-%d", round, i), pdu)[pdu.EventID()]; res["error"] != nil {
+						t.Errorf("copy %d: %v", i, res)
+					}
+				}()
+			}
+			// alice talks meanwhile: her events share the writer's batches.
+			if _, err := alice.SendText(ctxT(t), room.RoomID, fmt.Sprintf("その間 %d", round)); err != nil {
+				t.Fatalf("alice's message beside the copies: %v", err)
+			}
+			wg.Wait()
+		}
+		msgs, err := alice.Messages(ctxT(t), room.RoomID, "", "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, ev := range msgs.Chunk {
+			if body, _ := ev.Content.Raw["body"].(string); body != "" {
+				seen[body]++
+			}
+		}
+		for round := range 5 {
+			if n := seen[fmt.Sprintf("同時 %d", round)]; n != 1 {
+				t.Errorf("同時 %d is in the timeline %d times", round, n)
+			}
+			if n := seen[fmt.Sprintf("その間 %d", round)]; n != 1 {
+				t.Errorf("その間 %d is in the timeline %d times", round, n)
+			}
 		}
 	})
 }
