@@ -143,8 +143,10 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "POST", "/keys/query", auth, s.handleKeysQuery)
 	s.handle(r, "POST", "/keys/claim", auth, s.handleKeysClaim)
 	s.handle(r, "GET", "/keys/changes", auth, s.handleKeysChanges)
-	s.handle(r, "POST", "/keys/device_signing/upload", auth, s.handleDeviceSigningUpload)
-	s.handle(r, "POST", "/keys/signatures/upload", auth, s.handleSignaturesUpload)
+	// Cross-signing came to clients (and SyTest) under /unstable before
+	// it was in a spec release (MSC1756); some still call it there.
+	s.handle(r, "POST", "/keys/device_signing/upload", auth, s.handleDeviceSigningUpload, "/_matrix/client/unstable")
+	s.handle(r, "POST", "/keys/signatures/upload", auth, s.handleSignaturesUpload, "/_matrix/client/unstable")
 
 	// Server-side room key backups.
 	s.handle(r, "POST", "/room_keys/version", auth, s.handleCreateBackupVersion)

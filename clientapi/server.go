@@ -261,13 +261,14 @@ func (s *Server) Handler() http.Handler {
 	return s.middleware(r)
 }
 
-// handle registers a client route under both /r0 and /v3.
-func (s *Server) handle(r *mux.Router, method, path string, auth bool, h http.HandlerFunc) {
+// handle registers a client route under both /r0 and /v3, and under any
+// other prefixes given (such as /_matrix/client/unstable).
+func (s *Server) handle(r *mux.Router, method, path string, auth bool, h http.HandlerFunc, also ...string) {
 	var hh http.Handler = h
 	if auth {
 		hh = s.requireAuth(h)
 	}
-	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+	for _, prefix := range append([]string{"/_matrix/client/v3", "/_matrix/client/r0"}, also...) {
 		r.Handle(prefix+path, hh).Methods(method)
 	}
 }
