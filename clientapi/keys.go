@@ -419,12 +419,12 @@ func (s *Server) handleKeysChanges(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	changed, err := s.visibleDeviceChanges(r.Context(), dev.UserID, from.pos, min(to.pos, s.rooms.Stream().Current()))
+	changed, left, err := s.deviceLists(r.Context(), dev.UserID, from.pos, min(to.pos, s.rooms.Stream().Current()))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"changed": changed, "left": []string{}})
+	writeJSON(w, http.StatusOK, map[string]any{"changed": changed, "left": left})
 }
 
 // visibleDeviceChanges lists the users whose device lists changed in
@@ -507,6 +507,10 @@ func (s *Server) handleDeviceSigningUpload(w http.ResponseWriter, r *http.Reques
 		writeJSON(w, http.StatusOK, map[string]any{})
 		return
 	}
+	if stored["master"] == nil && keys["master"] == nil {
+		writeError(w, errMissingParam("upload a master key first: the other cross-signing keys are signed by it"))
+		return
+	}
 	if stored["master"] != nil && !s.uia(w, r, dev, "keys/device_signing/upload", req.Auth) {
 		return
 	}
@@ -516,7 +520,15 @@ func (s *Server) handleDeviceSigningUpload(w http.ResponseWriter, r *http.Reques
 			return
 		}
 	}
-	if err := s.deviceListChanged(ctx, dev.UserID); err != nil {
+	if _, private := keys["user_signing"]; private && len(keys) == 1 {
+		// Only the user sees their user-signing key: news for them alone,
+		// and nothing for other servers (m.signing_key_update carries the
+		// master and self-signing keys).
+		err = s.viewerDeviceListChanges(ctx, []storage.ViewerDeviceListChange{{Viewer: dev.UserID, UserID: dev.UserID}}, []string{dev.UserID})
+	} else {
+		err = s.deviceListChanged(ctx, dev.UserID)
+	}
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -575,6 +587,7 @@ func (s *Server) handleSignaturesUpload(w http.ResponseWriter, r *http.Request) 
 		failures[u][k] = map[string]string{"errcode": "M_INVALID_SIGNATURE", "error": msg}
 	}
 	changed := map[string]bool{}
+	signedOthers := map[string]bool{} // others' master keys signed: news for the signer alone
 	for u, objs := range req {
 		if !s.isLocal(u) {
 			continue
@@ -604,7 +617,7 @@ func (s *Server) handleSignaturesUpload(w http.ResponseWriter, r *http.Request) 
 						writeError(w, err)
 						return
 					}
-					changed[dev.UserID] = true
+					signedOthers[u] = true
 				} else {
 					fail(u, keyID, "unknown key")
 				}
@@ -639,6 +652,16 @@ func (s *Server) handleSignaturesUpload(w http.ResponseWriter, r *http.Request) 
 	}
 	for u := range changed {
 		if err := s.deviceListChanged(ctx, u); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if len(signedOthers) > 0 {
+		var news []storage.ViewerDeviceListChange
+		for _, u := range sortedKeys(signedOthers) {
+			news = append(news, storage.ViewerDeviceListChange{Viewer: dev.UserID, UserID: u})
+		}
+		if err := s.viewerDeviceListChanges(ctx, news, []string{dev.UserID}); err != nil {
 			writeError(w, err)
 			return
 		}

@@ -49,7 +49,7 @@ func (s *Server) LocalKeys(ctx context.Context, want map[string][]string, reques
 	}
 	for u, types := range cs {
 		if k := types["master"]; k != nil {
-			res.MasterKeys[u] = k
+			res.MasterKeys[u] = signaturesSeenBy(k, u, requester)
 		}
 		if k := types["self_signing"]; k != nil {
 			res.SelfSigningKeys[u] = k
@@ -156,4 +156,31 @@ func (s *Server) LocalDevices(ctx context.Context, userID string) (federation.De
 	}
 	out.Master, out.Self = cs[userID]["master"], cs[userID]["self_signing"]
 	return out, nil
+}
+
+// signaturesSeenBy is a master key with only the signatures its owner and
+// requester made: a signature by another user's user-signing key is that
+// user's business (their verification of the owner), shown to them alone.
+func signaturesSeenBy(js []byte, owner, requester string) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(js, &m) != nil {
+		return js
+	}
+	var sigs map[string]json.RawMessage
+	if json.Unmarshal(m["signatures"], &sigs) != nil || sigs == nil {
+		return js
+	}
+	hidden := false
+	for signer := range sigs {
+		if signer != owner && signer != requester {
+			delete(sigs, signer)
+			hidden = true
+		}
+	}
+	if !hidden {
+		return js
+	}
+	m["signatures"], _ = json.Marshal(sigs)
+	out, _ := json.Marshal(m)
+	return out
 }

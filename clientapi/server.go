@@ -67,6 +67,7 @@ type Server struct {
 	lazy         *lazyMembers // member events lazy-loading syncs sent (lazymembers.go)
 	keyCounts    keyCounts
 	keysMu       sync.Mutex // merging other servers' answers
+	devLists     *deviceListTracker
 	tagMu        sync.Mutex // serialises read-modify-write of m.tag
 
 	tokMu  sync.RWMutex
@@ -188,6 +189,7 @@ func New(cfg *config.Config, d Deps) *Server {
 	s.eval = newEvaluator(s)
 	d.Rooms.SetEvaluator(s.eval)
 	s.wakePeekersOnCommit()
+	s.devLists = newDeviceListTracker(s)
 	go s.writeTouches()
 	if cfg.Presence.Enabled {
 		s.presence = NewPresence(time.Now)
@@ -204,6 +206,7 @@ func (s *Server) Close() {
 	<-s.stopped
 	s.eval.close()
 	s.push.close()
+	s.devLists.close()
 	if s.presenceStop != nil {
 		close(s.presenceStop)
 		<-s.presenceDone

@@ -345,12 +345,12 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest) ([]byte, bool,
 	}
 	// Encryption: whose devices changed, and this device's key counts.
 	if req.since != nil {
-		changed, err := s.visibleDeviceChanges(ctx, dev.UserID, from.pos, cur)
+		changed, left, err := s.deviceLists(ctx, dev.UserID, from.pos, cur)
 		if err != nil {
 			return nil, false, err
 		}
-		if len(changed) > 0 {
-			resp.DeviceLists = &deviceLists{Changed: changed, Left: []string{}}
+		if len(changed) > 0 || len(left) > 0 {
+			resp.DeviceLists = &deviceLists{Changed: changed, Left: left}
 			empty = false
 		}
 	}

@@ -547,6 +547,21 @@ type Keys interface {
 	AddDeviceListChange(ctx context.Context, userID string, pos int64) error
 	// DeviceListChanges lists the users whose devices changed in (from, to].
 	DeviceListChanges(ctx context.Context, from, to int64) ([]string, error)
+	// AddViewerDeviceListChanges records, at pos, device-list news for
+	// one local user each.
+	AddViewerDeviceListChanges(ctx context.Context, pos int64, changes []ViewerDeviceListChange) error
+	// ViewerDeviceListChanges lists viewer's news in (from, to]: users
+	// changed and users they stopped sharing rooms with.
+	ViewerDeviceListChanges(ctx context.Context, viewer string, from, to int64) (changed, left []string, err error)
+}
+
+// ViewerDeviceListChange is device-list news for one local user (Viewer)
+// only: UserID changed in a way only Viewer may see, or (Left) no longer
+// shares a room with Viewer.
+type ViewerDeviceListChange struct {
+	Viewer string
+	UserID string
+	Left   bool
 }
 
 // Pusher is where a user's push notifications go.

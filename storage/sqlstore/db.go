@@ -247,6 +247,7 @@ func (db *DB) MaxStreamPos(ctx context.Context) (int64, error) {
 		UNION ALL SELECT COALESCE(MAX(stream_pos), 0) FROM to_device
 		UNION ALL SELECT COALESCE(MAX(stream_pos), 0) FROM memberships
 		UNION ALL SELECT COALESCE(MAX(stream_pos), 0) FROM device_list_changes
+		UNION ALL SELECT COALESCE(MAX(stream_pos), 0) FROM device_list_viewer_changes
 		UNION ALL SELECT COALESCE(MAX(pos), 0) FROM stream_high
 	) AS m`).Scan(&pos)
 	return pos, mapErr(err)

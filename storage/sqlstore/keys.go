@@ -174,3 +174,54 @@ func (db *DB) AddDeviceListChange(ctx context.Context, userID string, pos int64)
 func (db *DB) DeviceListChanges(ctx context.Context, from, to int64) ([]string, error) {
 	return queryList(ctx, db, scanString, `SELECT DISTINCT user_id FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY user_id`, from, to)
 }
+
+// AddViewerDeviceListChanges implements storage.Keys.
+func (db *DB) AddViewerDeviceListChanges(ctx context.Context, pos int64, changes []storage.ViewerDeviceListChange) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	return db.tx(ctx, func(tx *txn) error {
+		for _, c := range changes {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO device_list_viewer_changes (viewer, user_id, stream_pos, left_rooms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+				c.Viewer, c.UserID, pos, boolInt(c.Left)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ViewerDeviceListChanges implements storage.Keys. A user both changed
+// and left in the range is listed as in the latest row.
+func (db *DB) ViewerDeviceListChanges(ctx context.Context, viewer string, from, to int64) (changed, left []string, err error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT user_id, left_rooms FROM device_list_viewer_changes WHERE viewer = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos`, viewer, from, to)
+	if err != nil {
+		return nil, nil, mapErr(err)
+	}
+	defer rows.Close()
+	last := map[string]bool{}
+	var order []string
+	for rows.Next() {
+		var u string
+		var l int
+		if err := rows.Scan(&u, &l); err != nil {
+			return nil, nil, mapErr(err)
+		}
+		if _, ok := last[u]; !ok {
+			order = append(order, u)
+		}
+		last[u] = l != 0
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, mapErr(err)
+	}
+	changed, left = []string{}, []string{}
+	for _, u := range order {
+		if last[u] {
+			left = append(left, u)
+		} else {
+			changed = append(changed, u)
+		}
+	}
+	return changed, left, nil
+}
