@@ -123,5 +123,21 @@ func TestKeys(t *testing.T) {
 		if pos, _ := db.MaxStreamPos(ctx); pos < 14 {
 			t.Fatalf("MaxStreamPos %d ignores device list changes", pos)
 		}
+
+		// News for one viewer: the latest row per user decides changed or left.
+		carol := "@carol:test.local"
+		must(t, db.AddViewerDeviceListChanges(ctx, 20, []storage.ViewerDeviceListChange{{Viewer: alice, UserID: bob, Left: true}, {Viewer: bob, UserID: alice, Left: true}}))
+		must(t, db.AddViewerDeviceListChanges(ctx, 22, []storage.ViewerDeviceListChange{{Viewer: alice, UserID: carol}}))
+		must(t, db.AddViewerDeviceListChanges(ctx, 24, []storage.ViewerDeviceListChange{{Viewer: alice, UserID: carol, Left: true}}))
+		changed, left, err := db.ViewerDeviceListChanges(ctx, alice, 14, 22)
+		must(t, err)
+		deepEqual(t, "alice's changed in (14,22]", changed, []string{carol})
+		deepEqual(t, "alice's left in (14,22]", left, []string{bob})
+		changed, left, _ = db.ViewerDeviceListChanges(ctx, alice, 20, 30)
+		deepEqual(t, "alice's changed in (20,30]", changed, []string{})
+		deepEqual(t, "alice's left in (20,30]", left, []string{carol})
+		if pos, _ := db.MaxStreamPos(ctx); pos < 24 {
+			t.Fatalf("MaxStreamPos %d ignores viewer device list changes", pos)
+		}
 	})
 }
