@@ -174,3 +174,30 @@ func TestCrossSigningNewsForOneUser(t *testing.T) {
 		}
 	})
 }
+
+// TestFederatedJoinAndLeaveDeviceLists: a user of another city who joins
+// a room here is in device_lists.changed at once (this server heard
+// nothing of their devices while it shared no room with them), and in
+// left when they leave the only room shared (SyTest's "If remote user
+// leaves room we no longer receive device updates").
+func TestFederatedJoinAndLeaveDeviceLists(t *testing.T) {
+	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
+		const a, b = "city-a.test", "city-b.test"
+		cities := startFederation(t, engine, []string{a, b}, map[string][]string{a: {b}, b: {a}}, nil)
+		alice := register(t, cities[a].srv, "alice")
+		bob := register(t, cities[b].srv, "bob")
+		room, err := alice.CreateRoom(ctxT(t), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := syncSince(t, alice, "").NextBatch
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID), bob.AccessToken, map[string]any{}, nil); code != 200 {
+			t.Fatalf("join: %d %+v", code, me)
+		}
+		since = waitFor(t, alice, since, func(r *mautrix.RespSync) bool { return slices.Contains(r.DeviceLists.Changed, bob.UserID) })
+		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/rooms/"+string(room.RoomID)+"/leave", bob.AccessToken, map[string]any{}, nil); code != 200 {
+			t.Fatalf("leave: %d %+v", code, me)
+		}
+		waitFor(t, alice, since, func(r *mautrix.RespSync) bool { return slices.Contains(r.DeviceLists.Left, bob.UserID) })
+	})
+}
