@@ -372,6 +372,15 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, []byte(`{"event_id":"`+ev.ID()+`"}`))
 }
 
+// txnKey is the key a transaction ID is remembered under; none without one
+// (the POST forms, which are not idempotent).
+func txnKey(prefix, txnID string) string {
+	if txnID == "" {
+		return ""
+	}
+	return prefix + txnID
+}
+
 // replied flushes the reply to a send, then releases the event to the
 // sender's /sync: the sending device learns its event's ID before the
 // event comes back through /sync (see rooms.Request.WakeSenderLater).
@@ -482,7 +491,7 @@ func (s *Server) handleRedact(w http.ResponseWriter, r *http.Request) {
 	body, _ := json.Marshal(content)
 	ev, err := s.rooms.Submit(r.Context(), &rooms.Request{
 		RoomID: v["roomId"], Sender: dev.UserID, Type: spec.MRoomRedaction, Content: body, Redacts: v["eventId"],
-		TxnDevice: dev.DeviceID, TxnID: "redact:" + v["txnId"], Actor: dev.actor(), WakeSenderLater: true,
+		TxnDevice: dev.DeviceID, TxnID: txnKey("redact:", v["txnId"]), Actor: dev.actor(), WakeSenderLater: true,
 	})
 	defer s.replied(w, dev.UserID, ev)
 	if err != nil {

@@ -63,6 +63,9 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "POST", "/pushers/set", auth, s.handleSetPusher)
 	s.handle(r, "GET", "/notifications", auth, s.handleNotifications)
 	s.handle(r, "PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", auth, s.handleSend)
+	// Without a transaction ID (early clients, SyTest): each call is a new
+	// event, as the spec's PUT forms make a retry not.
+	s.handle(r, "POST", "/rooms/{roomId}/send/{eventType}", auth, s.handleSend)
 	s.handle(r, "GET", "/rooms/{roomId}/state", auth, s.handleState)
 	s.handle(r, "GET", "/rooms/{roomId}/state/{eventType}", auth, s.handleGetState)
 	s.handle(r, "GET", "/rooms/{roomId}/state/{eventType}/", auth, s.handleGetState)
@@ -71,6 +74,7 @@ func (s *Server) routes(r *mux.Router) {
 	s.handle(r, "PUT", "/rooms/{roomId}/state/{eventType}/", auth, s.handlePutState)
 	s.handle(r, "PUT", "/rooms/{roomId}/state/{eventType}/{stateKey}", auth, s.handlePutState)
 	s.handle(r, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", auth, s.handleRedact)
+	s.handle(r, "POST", "/rooms/{roomId}/redact/{eventId}", auth, s.handleRedact)
 	s.handle(r, "GET", "/rooms/{roomId}/event/{eventId}", auth, s.handleEvent)
 	s.handle(r, "GET", "/rooms/{roomId}/members", auth, s.handleMembers)
 	s.handle(r, "GET", "/rooms/{roomId}/joined_members", auth, s.handleJoinedMembers)

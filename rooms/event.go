@@ -78,6 +78,9 @@ type unsignedExtra struct {
 	PrevSender      string          `json:"prev_sender,omitempty"`
 	ReplacesState   string          `json:"replaces_state,omitempty"`
 	RedactedBecause json.RawMessage `json:"redacted_because,omitempty"`
+	// RedactedBy is the redaction's ID beside it: not the spec's, but what
+	// Synapse and Dendrite give and some clients read.
+	RedactedBy string `json:"redacted_by,omitempty"`
 }
 
 // newEvent prepares the client JSON of pdu. redaction is the redaction
@@ -116,11 +119,12 @@ func newEvent(pdu gomatrixserverlib.PDU, pos, group int64, redaction *Event) (*E
 		// prev_content and friends were put in the PDU's unsigned when
 		// it was built, so they survive a reload.
 		_ = json.Unmarshal(u, &ux)
-		ux.RedactedBecause = nil
+		ux.RedactedBecause, ux.RedactedBy = nil, ""
 	}
 	if redaction != nil {
 		ev.RedactedBy = redaction.ID()
 		ux.RedactedBecause = redaction.ClientJSON(time.Now(), "")
+		ux.RedactedBy = redaction.ID()
 	}
 	if ux.PrevContent != nil || ux.PrevSender != "" || ux.ReplacesState != "" || ux.RedactedBecause != nil {
 		x, err := json.Marshal(ux)

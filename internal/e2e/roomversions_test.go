@@ -77,12 +77,15 @@ func TestFederatedOldRoomVersions(t *testing.T) {
 				var ev struct {
 					Content  map[string]any `json:"content"`
 					Unsigned struct {
-						RedactedBecause json.RawMessage `json:"redacted_because"`
+						RedactedBecause struct {
+							EventID string `json:"event_id"`
+						} `json:"redacted_because"`
+						RedactedBy string `json:"redacted_by"`
 					} `json:"unsigned"`
 				}
 				code, _ := do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/rooms/"+string(room.RoomID)+"/event/"+url.PathEscape(string(reply.EventID)),
 					bob.AccessToken, nil, &ev)
-				return code == 200 && len(ev.Content) == 0 && len(ev.Unsigned.RedactedBecause) > 0
+				return code == 200 && len(ev.Content) == 0 && ev.Unsigned.RedactedBecause.EventID != "" && ev.Unsigned.RedactedBy == ev.Unsigned.RedactedBecause.EventID
 			})
 
 			// city-b has its own alias for the room: it follows the upgrade.
