@@ -261,7 +261,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		Password     string `json:"password"`
 		DeviceID     string `json:"device_id"`
 		DisplayName  string `json:"initial_device_display_name"`
-		InhibitLogin bool   `json:"inhibit_login"`
+		InhibitLogin *bool  `json:"inhibit_login"`
 		Auth         *struct {
 			Type    string `json:"type"`
 			Session string `json:"session"`
@@ -271,9 +271,11 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	params := regParams{Username: req.Username, Password: req.Password, DeviceID: req.DeviceID, DisplayName: req.DisplayName, InhibitLogin: req.InhibitLogin}
+	now := time.Now()
 	if req.Auth == nil || req.Auth.Type == "" {
 		writeJSON(w, http.StatusUnauthorized, map[string]any{
-			"flows": []any{map[string]any{"stages": []string{"m.login.dummy"}}}, "params": map[string]any{}, "session": randomToken(12),
+			"flows": []any{map[string]any{"stages": []string{"m.login.dummy"}}}, "params": map[string]any{}, "session": s.registrations.start(params, now),
 		})
 		return
 	}
@@ -281,39 +283,56 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errBadJSON("unsupported auth type %q", req.Auth.Type))
 		return
 	}
+	sess, known := s.registrations.get(req.Auth.Session, now)
+	if known {
+		params.fill(sess.params)
+	}
+	inhibit := params.InhibitLogin != nil && *params.InhibitLogin
 	// A phone cannot register itself a session: it needs an enrollment code,
 	// which only exists for accounts an admin made.
 	class := s.deviceClass(r)
-	if !req.InhibitLogin && s.policy.EnrollmentRequired(class) {
+	if !inhibit && s.policy.EnrollmentRequired(class) {
 		writeError(w, s.policy.Deny(r.Context(), policy.Subject{What: "register", Target: s.clientIP(r)}, deviceCodeRequired()))
 		return
 	}
-	if req.Username == "" {
-		req.Username = strings.ToLower(randomToken(9))
-	}
-	userID, err := s.userID(req.Username)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if req.Password == "" {
-		writeError(w, errMissingParam("password is required"))
-		return
-	}
-	if len(req.Password) > 512 {
-		writeError(w, newErr(http.StatusBadRequest, "M_WEAK_PASSWORD", "password is too long"))
-		return
-	}
-	if err := CreateUser(r.Context(), s.store, userID, req.Password, false, s.cfg.Registration.BcryptCost); err != nil {
-		if errors.Is(err, storage.ErrConflict) {
-			writeError(w, newErr(http.StatusBadRequest, "M_USER_IN_USE", "that user name is taken"))
+	var userID string
+	if known && sess.userID != "" {
+		// This session's account exists: the same request again (its
+		// answer lost) gets the same account, logged in anew.
+		userID = sess.userID
+	} else {
+		if params.Username == "" {
+			params.Username = strings.ToLower(randomToken(9))
+		}
+		var err error
+		if userID, err = s.userID(params.Username); err != nil {
+			writeError(w, err)
 			return
 		}
-		writeError(w, err)
-		return
+		if params.Password == "" {
+			writeError(w, errMissingParam("password is required"))
+			return
+		}
+		if len(params.Password) > 512 {
+			writeError(w, newErr(http.StatusBadRequest, "M_WEAK_PASSWORD", "password is too long"))
+			return
+		}
+		if err := CreateUser(r.Context(), s.store, userID, params.Password, false, s.cfg.Registration.BcryptCost); err != nil {
+			if errors.Is(err, storage.ErrConflict) {
+				writeError(w, newErr(http.StatusBadRequest, "M_USER_IN_USE", "that user name is taken"))
+				return
+			}
+			writeError(w, err)
+			return
+		}
+		if known {
+			s.registrations.made(req.Auth.Session, userID)
+		}
 	}
+	req.DeviceID, req.DisplayName = params.DeviceID, params.DisplayName
 	resp := loginResponse{UserID: userID, HomeServer: s.cfg.ServerName}
-	if !req.InhibitLogin {
+	if !inhibit {
+		var err error
 		if resp.DeviceID, resp.AccessToken, err = s.newDevice(r.Context(), r, userID, req.DeviceID, req.DisplayName, class); err != nil {
 			writeError(w, err)
 			return

@@ -52,13 +52,14 @@ type Server struct {
 	remote   Remote
 	nonces   nonces
 
-	enroll      enrollment
-	loginTokens loginTokens
-	uiaSessions uiaSessions
-	ignores     ignoreLists // m.ignored_user_list, per user
-	notices     *notices
-	push        *pusher
-	eval        *evaluator
+	enroll        enrollment
+	loginTokens   loginTokens
+	uiaSessions   uiaSessions
+	registrations regSessions
+	ignores       ignoreLists // m.ignored_user_list, per user
+	notices       *notices
+	push          *pusher
+	eval          *evaluator
 
 	toDeviceTxns *recent.Set // to-device transaction IDs
 	receipts     receiptCache
