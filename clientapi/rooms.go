@@ -212,6 +212,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	s.carryUserState(r.Context(), dev.UserID, roomID)
 	writeJSON(w, 200, map[string]string{"room_id": roomID})
 }
 

@@ -64,8 +64,52 @@ func (s *Server) handleUpgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.copyRoomPushRules(r.Context(), roomID, newID)
-	s.carryDirect(r.Context(), dev.UserID, roomID, newID)
+	s.carryUserState(r.Context(), dev.UserID, newID)
 	writeJSON(w, 200, map[string]string{"replacement_room": newID})
+}
+
+// carryUserState gives a user who joins a room that replaced another (an
+// upgrade) what was theirs in the old one: its tags, the push rules naming
+// it (copyRulesForRoom), and its place in m.direct. What the user has set
+// for the new room already stays.
+func (s *Server) carryUserState(ctx context.Context, userID, roomID string) {
+	snap, err := s.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return
+	}
+	create := snap.Get(spec.MRoomCreate, "")
+	if create == nil {
+		return
+	}
+	var c struct {
+		Predecessor *struct {
+			RoomID string `json:"room_id"`
+		} `json:"predecessor"`
+	}
+	if json.Unmarshal(create.PDU.Content(), &c) != nil || c.Predecessor == nil || c.Predecessor.RoomID == "" {
+		return
+	}
+	old := c.Predecessor.RoomID
+	ms, err := s.rooms.UserRooms(ctx, userID)
+	if err != nil {
+		return
+	}
+	if _, ok := ms[old]; !ok {
+		return // never in the old room
+	}
+	if tags, err := s.store.GetAccountData(ctx, userID, old, "m.tag"); err == nil {
+		if _, err := s.store.GetAccountData(ctx, userID, roomID, "m.tag"); isNotFound(err) {
+			if err := s.putAccountData(ctx, userID, roomID, "m.tag", tags); err != nil {
+				s.log.Warn("room upgrade: tags not carried over", "user", userID, "room", roomID, "err", err)
+			}
+		}
+	}
+	if rules, err := s.pushRules(ctx, userID); err == nil && copyRulesForRoom(rules, old, roomID) {
+		if err := s.savePushRules(ctx, userID, rules); err != nil {
+			s.log.Warn("room upgrade: push rules not carried over", "user", userID, "room", roomID, "err", err)
+		}
+	}
+	s.carryDirect(ctx, userID, old, roomID)
 }
 
 // copyRoomPushRules gives every local member of the old room a copy, for

@@ -386,12 +386,29 @@ func TestRoomUpgradeCopiesPushRules(t *testing.T) {
 		put("override", "mute-"+old, map[string]any{"actions": []any{},
 			"conditions": []any{map[string]any{"kind": "event_match", "key": "room_id", "pattern": old}}})
 		put("room", string(other.RoomID), map[string]any{"actions": []any{}})
+		if err := bob.AddTag(ctx, room.RoomID, event.RoomTagFavourite, 0.5); err != nil {
+			t.Fatal(err)
+		}
 
 		newRoom, code, me := upgrade(t, alice, room.RoomID, map[string]any{"new_version": "11"})
 		if code != 200 {
 			t.Fatalf("upgrade: %d %s", code, me.Code)
 		}
 		nr := string(newRoom)
+		// bob's tags follow him when he joins the new room.
+		if _, err := alice.InviteUser(ctx, newRoom, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, newRoom); err != nil {
+			t.Fatal(err)
+		}
+		tags, err := bob.GetTags(ctx, newRoom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := tags.Tags[event.RoomTagFavourite]; !ok || len(tags.Tags) != 1 {
+			t.Errorf("bob's tags in the new room: %+v", tags.Tags)
+		}
 		var rules struct {
 			Global map[string][]struct {
 				RuleID     string           `json:"rule_id"`
