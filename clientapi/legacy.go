@@ -423,7 +423,7 @@ func (s *Server) roomAccountData(ctx context.Context, userID string, upTo int64)
 // (zero for one peeking into a world_readable room): the latest limit
 // messages they may see, up to their leave if they left, the state then,
 // and, while they are in the room, its receipts and (with presence) its
-// local members' presence.
+// members' presence (other servers' members as this server heard it).
 func (s *Server) roomInitial(ctx context.Context, dev *Device, roomID string, m storage.Membership, limit int, ad map[string][]json.RawMessage, now syncToken, presence bool) (*roomInfo, error) {
 	upTo, err := s.readAccess(ctx, dev.UserID, roomID)
 	if err != nil {
@@ -469,7 +469,7 @@ func (s *Server) roomInitial(ctx context.Context, dev *Device, roomID string, m 
 	}
 	if presence && s.presence != nil {
 		snap.Each(func(ev *rooms.Event) {
-			if ev.Type() == spec.MRoomMember && ev.Membership() == spec.Join && s.rooms.IsLocal(*ev.StateKey()) {
+			if ev.Type() == spec.MRoomMember && ev.Membership() == spec.Join {
 				presenceList = append(presenceList, legacyPresence(s.presence.Get(*ev.StateKey()), time.Now()))
 			}
 		})

@@ -411,6 +411,22 @@ func TestFederatedDeviceLists(t *testing.T) {
 			}
 			return false
 		})
+		// And the deprecated room initialSync shows it among the members'.
+		var initial struct {
+			Presence []struct {
+				Content map[string]any `json:"content"`
+			} `json:"presence"`
+		}
+		if code, me := do(t, http.DefaultClient, "GET", baseURL(cities[b].srv)+"/_matrix/client/v3/rooms/"+string(room.RoomID)+"/initialSync", bob.AccessToken, nil, &initial); code != 200 {
+			t.Fatalf("room initialSync: %d %+v", code, me)
+		}
+		found := false
+		for _, p := range initial.Presence {
+			found = found || (p.Content["user_id"] == string(alice.UserID) && p.Content["status_msg"] == "庁舎にいます")
+		}
+		if !found {
+			t.Errorf("room initialSync presence lacks alice's: %+v", initial.Presence)
+		}
 
 		// bob signs in on a second device, which publishes its keys.
 		var login struct {
