@@ -172,7 +172,8 @@ func (s *Server) wakePresence(ctx context.Context, userID string) {
 }
 
 // presenceForJoiningServers gives a server whose user joins a room the
-// presence of the room's local members: it hears of changes from then on,
+// presence of the room's local members, and the room's other servers the
+// presence of a local user who joins: they hear of changes from then on,
 // but of what is already so only this way (an existing member online for
 // hours changes nothing).
 func (s *Server) presenceForJoiningServers() {
@@ -184,7 +185,7 @@ func (s *Server) presenceForJoiningServers() {
 			return
 		}
 		uid, err := spec.NewUserID(*ev.StateKey(), true)
-		if err != nil || s.rooms.IsLocal(uid.String()) {
+		if err != nil {
 			return
 		}
 		var u struct {
@@ -194,6 +195,20 @@ func (s *Server) presenceForJoiningServers() {
 		}
 		if json.Unmarshal(ev.PDU.Unsigned(), &u) == nil && u.Prev.Membership == spec.Join {
 			return // a profile change, not a join
+		}
+		if s.rooms.IsLocal(uid.String()) {
+			// A local user joins: the room's other servers hear their
+			// presence (they may have heard nothing of them before).
+			if v := s.presence.Get(uid.String()); v.Presence != presOffline || v.StatusMsg != "" {
+				c := presenceContent(v, time.Now())
+				c["user_id"] = uid.String()
+				go func() {
+					if err := s.remote.SendPresence(context.Background(), uid.String(), c); err != nil {
+						s.log.Warn("presence of a joining user", "user", uid.String(), "err", err)
+					}
+				}()
+			}
+			return
 		}
 		server := string(uid.Domain())
 		now := time.Now()

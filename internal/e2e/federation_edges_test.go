@@ -399,10 +399,22 @@ func TestFederatedDeviceLists(t *testing.T) {
 			alice.AccessToken, map[string]string{"presence": "online", "status_msg": "庁舎にいます"}, nil); code != 200 {
 			t.Fatalf("presence: %d %+v", code, me)
 		}
+		if code, me := do(t, http.DefaultClient, "PUT", baseURL(cities[b].srv)+"/_matrix/client/v3/presence/"+url.PathEscape(string(bob.UserID))+"/status",
+			bob.AccessToken, map[string]string{"presence": "online", "status_msg": "在宅勤務"}, nil); code != 200 {
+			t.Fatalf("presence: %d %+v", code, me)
+		}
 		if code, me := do(t, http.DefaultClient, "POST", baseURL(cities[b].srv)+"/_matrix/client/v3/join/"+string(room.RoomID), bob.AccessToken, map[string]any{}, nil); code != 200 {
 			t.Fatalf("join: %d %+v", code, me)
 		}
-		since := waitFor(t, alice, "", func(r *mautrix.RespSync) bool { return memberIn(r, room.RoomID, bob.UserID, "join") })
+		// alice sees bob join, and his presence, set before he joined.
+		joined, bobPresence := false, false
+		since := waitFor(t, alice, "", func(r *mautrix.RespSync) bool {
+			joined = joined || memberIn(r, room.RoomID, bob.UserID, "join")
+			for _, ev := range r.Presence.Events {
+				bobPresence = bobPresence || (ev.Sender == bob.UserID && ev.Content.Raw["status_msg"] == "在宅勤務")
+			}
+			return joined && bobPresence
+		})
 		waitFor(t, bob, "", func(r *mautrix.RespSync) bool {
 			for _, ev := range r.Presence.Events {
 				if ev.Sender == alice.UserID && ev.Content.Raw["status_msg"] == "庁舎にいます" {
