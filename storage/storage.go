@@ -553,6 +553,45 @@ type Keys interface {
 	// ViewerDeviceListChanges lists viewer's news in (from, to]: users
 	// changed and users they stopped sharing rooms with.
 	ViewerDeviceListChanges(ctx context.Context, viewer string, from, to int64) (changed, left []string, err error)
+	// PrevDeviceListChange is the latest position below before at which
+	// userID's devices changed (0 if none): the prev_id of the
+	// m.device_list_update sent at before.
+	PrevDeviceListChange(ctx context.Context, userID string, before int64) (int64, error)
+
+	// RemoteDeviceLists returns the cached device lists of other servers'
+	// users, by user; a user not cached is absent.
+	RemoteDeviceLists(ctx context.Context, userIDs []string) (map[string]RemoteDeviceList, error)
+	// PutRemoteDeviceList replaces a user's cached list (not stale).
+	PutRemoteDeviceList(ctx context.Context, l RemoteDeviceList) error
+	// UpdateRemoteDevice applies one m.device_list_update to a cached
+	// list: the device replaced (or removed when deleted), the list at
+	// streamID. ErrNotFound when the user is not cached.
+	UpdateRemoteDevice(ctx context.Context, userID string, streamID int64, d RemoteDevice, deleted bool) error
+	// PutRemoteCrossSigningKeys replaces a cached user's master and
+	// self-signing keys (nil: kept as it is); nothing if not cached.
+	PutRemoteCrossSigningKeys(ctx context.Context, userID string, master, selfSigning []byte) error
+	// MarkRemoteDeviceListStale records that a cached list missed an
+	// update; nothing if not cached.
+	MarkRemoteDeviceListStale(ctx context.Context, userID string) error
+	// DeleteRemoteDeviceList forgets a user's cached list.
+	DeleteRemoteDeviceList(ctx context.Context, userID string) error
+}
+
+// RemoteDeviceList is another server's user's device list as cached here.
+type RemoteDeviceList struct {
+	UserID      string
+	StreamID    int64
+	Devices     []RemoteDevice
+	Master      []byte // nil if none
+	SelfSigning []byte // nil if none
+	Stale       bool
+}
+
+// RemoteDevice is one device of a RemoteDeviceList.
+type RemoteDevice struct {
+	DeviceID    string
+	DisplayName string
+	Keys        []byte // the signed device keys as their server sent them; nil if none
 }
 
 // ViewerDeviceListChange is device-list news for one local user (Viewer)
