@@ -4,12 +4,14 @@ package clientapi
 // sharing rooms with whom. The device changes themselves are recorded by
 // deviceListChanged (keys.go); this is what joins and leaves mean for them.
 //
-//   - A remote user who joins a room here counts as changed: while this
-//     server shared no room with them, their server sent it no
-//     m.device_list_update, so whatever the local users' clients hold of
-//     their devices may be stale. (machi keeps no copy of other servers'
-//     device lists: every /keys/query for a remote user asks their server,
-//     so there is no cache to drop when we stop sharing rooms.)
+//   - A remote user who joins a room here, or is invited to one, counts
+//     as changed: while this server shared no room with them, their server
+//     sent it no m.device_list_update, so whatever the local users'
+//     clients hold of their devices may be stale. Invited users count as
+//     sharing the room for device lists (whoever encrypts for the room
+//     may share its keys with them).
+//   - When no local user shares a room with a remote user any more, the
+//     cached copy of their device list goes (remotedevices.go).
 //   - When a user leaves a room (leave, kick, ban), each local user who was
 //     in it with them and now shares no room with them, or no encrypted
 //     room when the room left was encrypted, gets them in device_lists.left
@@ -64,16 +66,22 @@ func (t *deviceListTracker) committed(ev *rooms.Event, _ []string) {
 	if ev.Type() != spec.MRoomMember || ev.StateKey() == nil || ev.Pos <= 0 {
 		return // outliers (state known from a join elsewhere) are in no timeline
 	}
-	now, before := ev.Membership() == spec.Join, prevMembership(ev) == spec.Join
-	if now == before {
-		return
-	}
 	userID := *ev.StateKey()
-	if now && t.s.rooms.IsLocal(userID) {
-		return // a local user's devices are known here all along
+	now, before := ev.Membership(), prevMembership(ev)
+	var joined bool
+	switch {
+	case sharing(now) && now != before && !t.s.rooms.IsLocal(userID):
+		// Joined or invited, and not that before: a remote user's devices
+		// are news here (an invite→join too: what their server told this
+		// one while they were only invited may be incomplete).
+		joined = true
+	case sharing(before) && !sharing(now):
+		joined = false
+	default:
+		return // no change, or a local user's: their devices are known here all along
 	}
 	t.mu.Lock()
-	t.queue = append(t.queue, memberChange{roomID: ev.RoomID(), userID: userID, joined: now})
+	t.queue = append(t.queue, memberChange{roomID: ev.RoomID(), userID: userID, joined: joined})
 	t.mu.Unlock()
 	select {
 	case t.signal <- struct{}{}:
@@ -122,6 +130,25 @@ func (t *deviceListTracker) apply(ctx context.Context, c memberChange) {
 	}
 	if err := t.left(ctx, c.roomID, c.userID); err != nil {
 		s.log.Warn("device lists after a leave", "user", c.userID, "room", c.roomID, "err", err)
+	}
+	// Other servers' users no local user shares a room with any more:
+	// their cached device lists go (their servers stop telling this one).
+	gone := []string{c.userID}
+	if s.rooms.IsLocal(c.userID) {
+		gone = gone[:0]
+		members, err := s.store.RoomMemberships(ctx, c.roomID)
+		if err != nil {
+			s.log.Warn("device lists after a leave", "room", c.roomID, "err", err)
+			return
+		}
+		for _, m := range members {
+			if sharing(m.Membership) && !s.rooms.IsLocal(m.UserID) {
+				gone = append(gone, m.UserID)
+			}
+		}
+	}
+	if err := s.forgetRemoteDevices(ctx, gone); err != nil {
+		s.log.Warn("forget remote device lists", "room", c.roomID, "err", err)
 	}
 }
 

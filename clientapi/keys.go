@@ -8,8 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/matrix-org/gomatrixserverlib/spec"
-
 	"github.com/machi-chat/machi/storage"
 )
 
@@ -71,35 +69,49 @@ func (s *Server) deviceKeyCounts(ctx context.Context, userID, deviceID string) (
 }
 
 // deviceListChanged records that userID's devices or keys changed and wakes
-// the syncs of everyone who shares a room with them, and their own.
+// the syncs of everyone who shares a room with them, and their own. For a
+// local user, deviceIDs are the devices that changed, each told to other
+// servers in an m.device_list_update at a stream position of its own
+// (stream IDs are unique per user); none means the cross-signing keys
+// changed (m.signing_key_update).
 func (s *Server) deviceListChanged(ctx context.Context, userID string, deviceIDs ...string) error {
-	pos := s.rooms.Stream().Allocate()
-	err := s.store.AddDeviceListChange(ctx, userID, pos)
-	if err == nil {
-		s.latest.putDeviceList(pos)
-	}
-	s.rooms.Stream().Complete(pos)
-	if err != nil {
-		return err
+	positions := make([]int64, 0, max(1, len(deviceIDs)))
+	for range max(1, len(deviceIDs)) {
+		pos := s.rooms.Stream().Allocate()
+		err := s.store.AddDeviceListChange(ctx, userID, pos)
+		if err == nil {
+			s.latest.putDeviceList(pos)
+		}
+		s.rooms.Stream().Complete(pos)
+		if err != nil {
+			return err
+		}
+		positions = append(positions, pos)
 	}
 	s.rooms.Notifier().Wake(s.contacts(ctx, userID)...)
-	if s.remote != nil && s.rooms.IsLocal(userID) {
-		if err := s.remote.SendDeviceListUpdate(ctx, userID, pos, deviceIDs); err != nil {
-			s.log.Warn("device list update for other servers", "user", userID, "err", err)
+	if s.remote == nil || !s.rooms.IsLocal(userID) {
+		return nil
+	}
+	if len(deviceIDs) == 0 {
+		if err := s.remote.SendSigningKeyUpdate(ctx, userID); err != nil {
+			s.log.Warn("signing key update for other servers", "user", userID, "err", err)
+		}
+		return nil
+	}
+	for i, d := range deviceIDs {
+		prev, err := s.store.PrevDeviceListChange(ctx, userID, positions[i])
+		if err == nil {
+			err = s.remote.SendDeviceListUpdate(ctx, userID, d, positions[i], prev)
+		}
+		if err != nil {
+			s.log.Warn("device list update for other servers", "user", userID, "device", d, "err", err)
 		}
 	}
 	return nil
 }
 
-// RemoteDeviceListChanged is another server's word that one of its users'
-// devices or keys changed (m.device_list_update, m.signing_key_update):
-// local users sharing a room with them see it in /sync's device_lists and
-// query the keys again.
-func (s *Server) RemoteDeviceListChanged(ctx context.Context, userID string) error {
-	return s.deviceListChanged(ctx, userID)
-}
-
-// contacts are the user and everyone joined to a room the user is joined to.
+// contacts are the user and everyone joined to or invited to a room the
+// user is joined to or invited to.
 func (s *Server) contacts(ctx context.Context, userID string) []string {
 	out := []string{userID}
 	ms, err := s.rooms.UserRooms(ctx, userID)
@@ -108,7 +120,7 @@ func (s *Server) contacts(ctx context.Context, userID string) []string {
 	}
 	seen := map[string]bool{userID: true}
 	for roomID, m := range ms {
-		if m.Membership != spec.Join {
+		if !sharing(m.Membership) {
 			continue
 		}
 		members, err := s.store.RoomMemberships(ctx, roomID)
@@ -116,7 +128,7 @@ func (s *Server) contacts(ctx context.Context, userID string) []string {
 			continue
 		}
 		for _, mm := range members {
-			if mm.Membership == spec.Join && !seen[mm.UserID] {
+			if sharing(mm.Membership) && !seen[mm.UserID] {
 				seen[mm.UserID] = true
 				out = append(out, mm.UserID)
 			}
@@ -278,8 +290,9 @@ func (s *Server) isLocal(userID string) bool {
 }
 
 // handleKeysQuery serves POST /keys/query: local users' keys from the
-// database, other servers' users' keys from their servers (each asked
-// once, in parallel, within the request's timeout).
+// database, other servers' users' keys from the cache of those a local
+// user shares a room with or from their servers (each asked once, in
+// parallel, within the request's timeout; remotedevices.go).
 func (s *Server) handleKeysQuery(w http.ResponseWriter, r *http.Request) {
 	dev := DeviceFrom(r.Context())
 	var req struct {
@@ -316,16 +329,7 @@ func (s *Server) handleKeysQuery(w http.ResponseWriter, r *http.Request) {
 			res.DeviceKeys[u] = map[string]json.RawMessage{}
 		}
 	}
-	failures := s.askServers(ctx, remoteTimeout(req.Timeout), sortedKeys(remote), func(ctx context.Context, server string) error {
-		got, err := s.remote.QueryKeys(ctx, server, remote[server])
-		if err != nil {
-			return err
-		}
-		s.keysMu.Lock()
-		defer s.keysMu.Unlock()
-		res.Merge(got, remote[server])
-		return nil
-	})
+	failures := s.remoteKeys(ctx, remoteTimeout(req.Timeout), remote, &res)
 	writeJSON(w, http.StatusOK, map[string]any{"device_keys": res.DeviceKeys, "master_keys": res.MasterKeys,
 		"self_signing_keys": res.SelfSigningKeys, "user_signing_keys": res.UserSigningKeys, "failures": failures})
 }
@@ -428,7 +432,8 @@ func (s *Server) handleKeysChanges(w http.ResponseWriter, r *http.Request) {
 }
 
 // visibleDeviceChanges lists the users whose device lists changed in
-// (from, to] that userID shares a room with (or userID).
+// (from, to] that userID shares a room with, joined or invited (or
+// userID).
 func (s *Server) visibleDeviceChanges(ctx context.Context, userID string, from, to int64) ([]string, error) {
 	if !s.latest.deviceListAfter(from) || to <= from {
 		return []string{}, nil
@@ -455,7 +460,7 @@ func (s *Server) visibleDeviceChanges(ctx context.Context, userID string, from, 
 			return nil, err
 		}
 		for roomID, m := range theirs {
-			if mm, ok := mine[roomID]; ok && m.Membership == spec.Join && mm.Membership == spec.Join {
+			if mm, ok := mine[roomID]; ok && sharing(m.Membership) && sharing(mm.Membership) {
 				out = append(out, u)
 				break
 			}
@@ -586,7 +591,8 @@ func (s *Server) handleSignaturesUpload(w http.ResponseWriter, r *http.Request) 
 		}
 		failures[u][k] = map[string]string{"errcode": "M_INVALID_SIGNATURE", "error": msg}
 	}
-	changed := map[string]bool{}
+	changed := map[string][]string{}  // user → devices signed
+	crossSigned := map[string]bool{}  // user → cross-signing keys signed
 	signedOthers := map[string]bool{} // others' master keys signed: news for the signer alone
 	for u, objs := range req {
 		if !s.isLocal(u) {
@@ -632,7 +638,9 @@ func (s *Server) handleSignaturesUpload(w http.ResponseWriter, r *http.Request) 
 					writeError(w, err)
 					return
 				}
-				changed[u] = true
+				if !slices.Contains(changed[u], keyID) {
+					changed[u] = append(changed[u], keyID)
+				}
 				continue
 			}
 			found := false
@@ -642,7 +650,7 @@ func (s *Server) handleSignaturesUpload(w http.ResponseWriter, r *http.Request) 
 						writeError(w, err)
 						return
 					}
-					changed[u], found = true, true
+					crossSigned[u], found = true, true
 				}
 			}
 			if !found {
@@ -650,7 +658,13 @@ func (s *Server) handleSignaturesUpload(w http.ResponseWriter, r *http.Request) 
 			}
 		}
 	}
-	for u := range changed {
+	for u, devices := range changed {
+		if err := s.deviceListChanged(ctx, u, devices...); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	for u := range crossSigned {
 		if err := s.deviceListChanged(ctx, u); err != nil {
 			writeError(w, err)
 			return

@@ -69,7 +69,8 @@ type Server struct {
 	keyCounts    keyCounts
 	keysMu       sync.Mutex // merging other servers' answers
 	devLists     *deviceListTracker
-	tagMu        sync.Mutex // serialises read-modify-write of m.tag
+	remoteLists  remoteDeviceLists // other servers' users' device lists (remotedevices.go)
+	tagMu        sync.Mutex        // serialises read-modify-write of m.tag
 
 	tokMu  sync.RWMutex
 	tokens map[string]*Device // by token hash
@@ -137,8 +138,14 @@ type Remote interface {
 	// QueryAlias asks another server which room its alias names.
 	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 	// SendDeviceListUpdate tells the servers sharing a room with a local
-	// user that their devices changed (those named, or all of them).
-	SendDeviceListUpdate(ctx context.Context, userID string, streamID int64, deviceIDs []string) error
+	// user that one of their devices changed, at streamID (prev: the
+	// user's update before it, 0 if none).
+	SendDeviceListUpdate(ctx context.Context, userID, deviceID string, streamID, prev int64) error
+	// SendSigningKeyUpdate tells them of the user's master and
+	// self-signing keys.
+	SendSigningKeyUpdate(ctx context.Context, userID string) error
+	// UserDevices asks a remote user's server for their device list.
+	UserDevices(ctx context.Context, userID string) (federation.DeviceList, error)
 	// DownloadMedia fetches another server's media.
 	DownloadMedia(ctx context.Context, server, mediaID string) (contentType, filename string, body io.ReadCloser, err error)
 	// SendPresence tells the servers sharing a room with a local user of
@@ -190,6 +197,7 @@ func New(cfg *config.Config, d Deps) *Server {
 	s.eval = newEvaluator(s)
 	d.Rooms.SetEvaluator(s.eval)
 	s.wakePeekersOnCommit()
+	s.remoteLists.init()
 	s.devLists = newDeviceListTracker(s)
 	go s.writeTouches()
 	if cfg.Presence.Enabled {
@@ -208,6 +216,7 @@ func (s *Server) Close() {
 	s.eval.close()
 	s.push.close()
 	s.devLists.close()
+	s.remoteLists.close()
 	if s.presenceStop != nil {
 		close(s.presenceStop)
 		<-s.presenceDone

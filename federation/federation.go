@@ -60,6 +60,7 @@ type Store interface {
 	ListDevices(ctx context.Context, userID string) ([]storage.Device, error)
 	GetDevice(ctx context.Context, userID, deviceID string) (storage.Device, error)
 	DeviceKeys(ctx context.Context, want map[string][]string) (map[string]map[string][]byte, error)
+	CrossSigningKeys(ctx context.Context, userIDs []string) (map[string]map[string][]byte, error)
 }
 
 // Federation is the server-server API, both directions.
@@ -135,8 +136,12 @@ type Local interface {
 	// and read receipt in a room both servers are in.
 	ApplyTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
 	ApplyReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
-	// RemoteDeviceListChanged marks another server's user's devices changed.
-	RemoteDeviceListChanged(ctx context.Context, userID string) error
+	// RemoteDeviceListUpdate applies another server's m.device_list_update
+	// for one of its users.
+	RemoteDeviceListUpdate(ctx context.Context, u DeviceListUpdate) error
+	// RemoteSigningKeyUpdate applies another server's m.signing_key_update
+	// (a key nil when the EDU left it out).
+	RemoteSigningKeyUpdate(ctx context.Context, userID string, master, selfSigning json.RawMessage) error
 	// ApplyRemotePresence shows another server's user's presence.
 	ApplyRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, active bool)
 	// OpenMedia opens a local file of the media repository.

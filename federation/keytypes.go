@@ -43,3 +43,14 @@ type DeviceListEntry struct {
 	DisplayName string          `json:"device_display_name,omitempty"`
 	Keys        json.RawMessage `json:"keys,omitempty"`
 }
+
+// DeviceListUpdate is the content of an m.device_list_update EDU.
+type DeviceListUpdate struct {
+	UserID      string          `json:"user_id"`
+	DeviceID    string          `json:"device_id"`
+	DisplayName string          `json:"device_display_name,omitempty"`
+	StreamID    int64           `json:"stream_id"`
+	PrevID      []int64         `json:"prev_id"`
+	Deleted     bool            `json:"deleted,omitempty"`
+	Keys        json.RawMessage `json:"keys,omitempty"`
+}

@@ -124,14 +124,32 @@ func (h txnHandler) edu(ctx context.Context, origin spec.ServerName, e edu) erro
 			}
 		}
 		return nil
-	case "m.device_list_update", "m.signing_key_update":
-		var c struct {
-			UserID string `json:"user_id"`
+	case "m.device_list_update":
+		var c DeviceListUpdate
+		if err := json.Unmarshal(e.Content, &c); err != nil || c.DeviceID == "" {
+			h.f.log.Info("federation: malformed m.device_list_update", "origin", origin)
+			return nil
 		}
-		if json.Unmarshal(e.Content, &c) == nil && ofOrigin(c.UserID, origin) {
-			if err := h.local.RemoteDeviceListChanged(ctx, c.UserID); err != nil {
-				h.f.log.Info("federation: device list update not taken", "origin", origin, "user", c.UserID, "err", err)
-			}
+		if !ofOrigin(c.UserID, origin) {
+			h.f.log.Info("federation: m.device_list_update for a user not of its origin", "origin", origin, "user", c.UserID)
+			return nil
+		}
+		if err := h.local.RemoteDeviceListUpdate(ctx, c); err != nil {
+			h.f.log.Info("federation: device list update not taken", "origin", origin, "user", c.UserID, "err", err)
+		}
+		return nil
+	case "m.signing_key_update":
+		var c struct {
+			UserID      string          `json:"user_id"`
+			Master      json.RawMessage `json:"master_key"`
+			SelfSigning json.RawMessage `json:"self_signing_key"`
+		}
+		if json.Unmarshal(e.Content, &c) != nil || !ofOrigin(c.UserID, origin) {
+			h.f.log.Info("federation: malformed m.signing_key_update", "origin", origin)
+			return nil
+		}
+		if err := h.local.RemoteSigningKeyUpdate(ctx, c.UserID, jsonObjectOrNil(c.Master), jsonObjectOrNil(c.SelfSigning)); err != nil {
+			h.f.log.Info("federation: signing key update not taken", "origin", origin, "user", c.UserID, "err", err)
 		}
 		return nil
 	case "m.direct_to_device":
@@ -299,48 +317,62 @@ func (f *Federation) sendRoomEDU(ctx context.Context, roomID, typ string, conten
 }
 
 // SendDeviceListUpdate tells the servers sharing a room with userID that
-// their devices changed: an m.device_list_update per device named (or per
-// device they have), with its keys, or marked deleted when it is gone.
-func (f *Federation) SendDeviceListUpdate(ctx context.Context, userID string, streamID int64, deviceIDs []string) error {
+// one of their devices changed (m.device_list_update): its keys and name,
+// or deleted when it is gone; streamID is this update's position and prev
+// the one before it (0: none), so a server that missed one resyncs.
+func (f *Federation) SendDeviceListUpdate(ctx context.Context, userID, deviceID string, streamID, prev int64) error {
 	servers, err := f.sharingServers(ctx, userID)
 	if err != nil || len(servers) == 0 {
 		return err
 	}
-	if len(deviceIDs) == 0 {
-		devices, err := f.store.ListDevices(ctx, userID)
+	c := DeviceListUpdate{UserID: userID, DeviceID: deviceID, StreamID: streamID, PrevID: []int64{}}
+	if prev > 0 {
+		c.PrevID = []int64{prev}
+	}
+	if d, err := f.store.GetDevice(ctx, userID, deviceID); err == nil {
+		c.DisplayName = d.DisplayName
+		keys, err := f.store.DeviceKeys(ctx, map[string][]string{userID: {deviceID}})
 		if err != nil {
 			return err
 		}
-		for _, d := range devices {
-			deviceIDs = append(deviceIDs, d.DeviceID)
+		if k := keys[userID][deviceID]; k != nil {
+			c.Keys = k
 		}
+	} else if errors.Is(err, storage.ErrNotFound) {
+		c.Deleted = true
+	} else {
+		return err
 	}
-	keys, err := f.store.DeviceKeys(ctx, map[string][]string{userID: deviceIDs})
+	return f.queueEDU(ctx, "m.device_list_update", c, servers)
+}
+
+// SendSigningKeyUpdate tells the servers sharing a room with userID of
+// their master and self-signing keys (m.signing_key_update).
+func (f *Federation) SendSigningKeyUpdate(ctx context.Context, userID string) error {
+	servers, err := f.sharingServers(ctx, userID)
+	if err != nil || len(servers) == 0 {
+		return err
+	}
+	cs, err := f.store.CrossSigningKeys(ctx, []string{userID})
 	if err != nil {
 		return err
 	}
-	var items []storage.OutboundItem
-	for _, id := range deviceIDs {
-		c := map[string]any{"user_id": userID, "device_id": id, "stream_id": streamID, "prev_id": []int64{}}
-		if d, err := f.store.GetDevice(ctx, userID, id); err == nil {
-			if d.DisplayName != "" {
-				c["device_display_name"] = d.DisplayName
-			}
-			if k := keys[userID][id]; k != nil {
-				c["keys"] = json.RawMessage(k)
-			}
-		} else {
-			c["deleted"] = true
-		}
-		payload, err := eduPayload("m.device_list_update", c)
-		if err != nil {
-			return err
-		}
-		for _, s := range servers {
-			items = append(items, storage.OutboundItem{Destination: s, Kind: "edu", Payload: payload})
-		}
+	c := map[string]any{"user_id": userID}
+	if k := cs[userID]["master"]; k != nil {
+		c["master_key"] = json.RawMessage(k)
 	}
-	return f.sender.enqueue(ctx, items)
+	if k := cs[userID]["self_signing"]; k != nil {
+		c["self_signing_key"] = json.RawMessage(k)
+	}
+	return f.queueEDU(ctx, "m.signing_key_update", c, servers)
+}
+
+// jsonObjectOrNil is raw if it is a JSON object, else nil.
+func jsonObjectOrNil(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil
+	}
+	return raw
 }
 
 // SendPresence tells the servers sharing a room with userID of their
