@@ -204,9 +204,15 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	_, err = s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, dev.UserID, spec.Join, req.Reason)
-	if errors.Is(err, rooms.ErrUnknownRoom) && s.remote != nil {
+	if s.remote != nil && s.rooms.Departed(r.Context(), roomID) {
+		// A room this server has left, which goes on elsewhere: its state
+		// here is stale, so the join goes through a server still in it.
 		err = s.joinRemote(r, dev, roomID, req.Reason, via)
+	} else {
+		_, err = s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, dev.UserID, spec.Join, req.Reason)
+		if errors.Is(err, rooms.ErrUnknownRoom) && s.remote != nil {
+			err = s.joinRemote(r, dev, roomID, req.Reason, via)
+		}
 	}
 	if err != nil {
 		writeError(w, err)
@@ -287,8 +293,11 @@ func (s *Server) handleMembership(action string) http.HandlerFunc {
 		switch {
 		case action == "invite" && !s.rooms.IsLocal(target):
 			err = s.inviteRemote(r, dev, roomID, target, req.Reason)
-		case action == "leave" && s.remote != nil && s.remote.InviteServers(r.Context(), dev.UserID, roomID) != nil && !s.knowsRoom(r, roomID):
-			err = s.remote.RejectInvite(r.Context(), dev.UserID, roomID) // an invite to a room on another server
+		case action == "leave" && s.remote != nil && s.remote.InviteServers(r.Context(), dev.UserID, roomID) != nil &&
+			(!s.knowsRoom(r, roomID) || s.rooms.Departed(r.Context(), roomID)):
+			// An invite to a room on another server (one this server is
+			// not in, or has left).
+			err = s.remote.RejectInvite(r.Context(), dev.UserID, roomID)
 		default:
 			_, err = s.setMembership(r.Context(), dev.actor(), roomID, dev.UserID, target, membership, req.Reason)
 		}

@@ -14,8 +14,9 @@ import (
 	"github.com/machi-chat/machi/policy"
 )
 
-// joinRemote joins a room this server is not in through the servers the
-// client named (server_name, via) or the one in the room ID. The city's
+// joinRemote joins a room this server is not in (or has left) through the
+// servers the client named (server_name, via), the alias's, the room's
+// last known ones, or the one in the room ID. The city's
 // policy decides first, as for any join.
 func (s *Server) joinRemote(r *http.Request, dev *Device, roomID, reason string, via []string) error {
 	content, err := s.memberContent(r.Context(), dev.UserID, spec.Join, reason)
@@ -28,7 +29,9 @@ func (s *Server) joinRemote(r *http.Request, dev *Device, roomID, reason string,
 	}
 	servers := s.remote.InviteServers(r.Context(), dev.UserID, roomID)
 	q := r.URL.Query()
-	for _, sv := range slices.Concat(q["server_name"], q["via"], via) {
+	// Then the servers the client named, those of the alias, and those
+	// in the room when this server was last in it.
+	for _, sv := range slices.Concat(q["server_name"], q["via"], via, s.rooms.Servers(r.Context(), roomID)) {
 		if !slices.Contains(servers, sv) {
 			servers = append(servers, sv)
 		}

@@ -386,6 +386,7 @@ func (s *Server) syncJoined(ctx context.Context, req *syncRequest, roomID string
 	if initial {
 		lo = 0
 	}
+	lo = max(lo, s.rooms.TimelineFloor(ctx, roomID))
 	vis := s.visibility(ctx, dev.UserID, roomID).ignoring(req.ignored)
 	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, lo, cur, timelineLimit(tf), func(ev *rooms.Event) bool {
 		return tf.allowsEvent(ev) && vis.allowsOrCurrent(ev)
@@ -551,6 +552,13 @@ func (s *Server) syncInvited(ctx context.Context, roomID string, m storage.Membe
 		}
 	}
 	inv := snap.Get(spec.MRoomMember, m.UserID)
+	if inv == nil || inv.ID() != m.EventID {
+		// Not the invite of the state here: an invite to a room this
+		// server has left, kept as another server's invite.
+		if ri, err := s.store.GetRemoteInvite(ctx, roomID, m.UserID); err == nil && ri.EventID == m.EventID {
+			return s.syncRemoteInvite(ctx, roomID, m)
+		}
+	}
 	if inv != nil {
 		if sender := snap.Get(spec.MRoomMember, inv.Sender()); sender != nil && sender != inv {
 			ir.InviteState.Events = append(ir.InviteState.Events, sender.StrippedJSON())
@@ -588,12 +596,28 @@ func (s *Server) syncRemoteInvite(ctx context.Context, roomID string, m storage.
 // and the state at its start (all of it when the user joined since the
 // token, the changes since the token otherwise).
 func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, m storage.Membership, from syncToken) (*leftRoom, error) {
+	known := true
 	if _, err := s.rooms.Version(ctx, roomID); errors.Is(err, rooms.ErrUnknownRoom) {
-		// A room of another server this one never joined (an invite
-		// rejected): nothing to show but that it is left.
-		return &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}}}, nil
+		known = false
 	} else if err != nil {
 		return nil, err
+	}
+	if !known || s.rooms.Departed(ctx, roomID) {
+		// Maybe an invite to a room of another server this one is not in,
+		// refused: the leave that refused it is the timeline.
+		lr := &leftRoom{State: newEventList(), AccountData: newEventList(), Timeline: timeline{Events: []json.RawMessage{}}}
+		leave, err := s.rooms.RemoteLeave(ctx, m)
+		switch {
+		case err == nil:
+			if req.filter.Room.Timeline.allowsEvent(leave) {
+				lr.Timeline.Events = append(lr.Timeline.Events, leave.ClientJSON(nowTime(), req.dev.key()))
+			}
+			return lr, nil
+		case !errors.Is(err, storage.ErrNotFound):
+			return nil, err
+		case !known:
+			return lr, nil // nothing kept: nothing to show but that it is left
+		}
 	}
 	initial := req.since == nil || req.fullState
 	if !initial {
@@ -606,6 +630,9 @@ func (s *Server) syncLeft(ctx context.Context, req *syncRequest, roomID string, 
 	lo := from.pos
 	if req.since == nil {
 		lo = 0
+	}
+	if floor := s.rooms.TimelineFloor(ctx, roomID); floor < m.Pos {
+		lo = max(lo, floor)
 	}
 	vis := s.visibility(ctx, req.dev.UserID, roomID).ignoring(req.ignored)
 	shown, limited, gap, err := s.filteredTimeline(ctx, roomID, min(lo, m.Pos), m.Pos, timelineLimit(&req.filter.Room.Timeline), func(ev *rooms.Event) bool {

@@ -103,9 +103,10 @@ func (f *Federation) acceptInvite(w http.ResponseWriter, r *http.Request, origin
 		writeError(w, newErr(http.StatusForbidden, "M_FORBIDDEN", "the invite's signatures do not verify: %v", err))
 		return
 	}
-	if _, err := f.rooms.Version(r.Context(), pdu.RoomID().String()); errors.Is(err, rooms.ErrUnknownRoom) {
-		// Not in the room: keep the invite for the invitee's /sync. (In a
-		// room this server is in, the invite arrives like any event.)
+	if _, err := f.rooms.Version(r.Context(), pdu.RoomID().String()); errors.Is(err, rooms.ErrUnknownRoom) || f.rooms.Departed(r.Context(), pdu.RoomID().String()) {
+		// Not in the room (never, or not any more): keep the invite for
+		// the invitee's /sync. (In a room this server is in, the invite
+		// arrives like any event.)
 		state, _ := json.Marshal(req.InviteState)
 		if err := f.rooms.StoreRemoteInvite(r.Context(), storage.RemoteInvite{RoomID: pdu.RoomID().String(), UserID: invitee.String(),
 			EventID: pdu.EventID(), Sender: sender.String(), RoomVersion: req.RoomVersion, Event: signed.JSON(), InviteState: state}); err != nil {
@@ -251,22 +252,22 @@ func (f *Federation) RejectInvite(ctx context.Context, userID, roomID string) er
 		return err
 	}
 	server := string(sender.Domain())
-	leaveID, err := f.remoteLeave(ctx, server, inv)
+	leave, err := f.remoteLeave(ctx, server, inv)
 	if err != nil {
 		// (A server now off the allow-list is not contacted: refused here.)
 		f.log.Info("federation: invite refused here only: its server did not take the leave", "room", roomID, "user", userID, "via", server, "err", err)
-		if leaveID, err = f.localLeave(inv); err != nil {
+		if leave, err = f.localLeave(inv); err != nil {
 			return err
 		}
 	}
-	return f.rooms.EndRemoteInvite(ctx, roomID, userID, leaveID)
+	return f.rooms.EndRemoteInvite(ctx, roomID, userID, leave)
 }
 
 // remoteLeave refuses inv through server: make_leave, then send_leave (v2,
-// or v1 where the server has no v2). It returns the leave's ID.
-func (f *Federation) remoteLeave(ctx context.Context, server string, inv storage.RemoteInvite) (string, error) {
+// or v1 where the server has no v2). It returns the leave.
+func (f *Federation) remoteLeave(ctx context.Context, server string, inv storage.RemoteInvite) (gomatrixserverlib.PDU, error) {
 	if d := f.allowed(ctx, server); d != nil {
-		return "", d
+		return nil, d
 	}
 	roomID, userID := inv.RoomID, inv.UserID
 	var tmpl struct {
@@ -275,19 +276,19 @@ func (f *Federation) remoteLeave(ctx context.Context, server string, inv storage
 	}
 	path := "/_matrix/federation/v1/make_leave/" + pathEscape(roomID) + "/" + pathEscape(userID)
 	if err := f.signedRequest(ctx, http.MethodGet, server, path, nil, &tmpl); err != nil {
-		return "", err
+		return nil, err
 	}
 	if tmpl.RoomVersion == "" {
 		tmpl.RoomVersion = inv.RoomVersion
 	}
 	version, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(tmpl.RoomVersion))
 	if err != nil || tmpl.Event.Type != spec.MRoomMember || tmpl.Event.StateKey == nil || *tmpl.Event.StateKey != userID {
-		return "", &RemoteError{Server: server, Status: http.StatusBadGateway, Msg: "answered make_leave with something else"}
+		return nil, &RemoteError{Server: server, Status: http.StatusBadGateway, Msg: "answered make_leave with something else"}
 	}
 	tmpl.Event.SenderID, tmpl.Event.RoomID, tmpl.Event.Content = userID, roomID, spec.RawJSON(`{"membership":"leave"}`)
 	leave, err := version.NewEventBuilderFromProtoEvent(&tmpl.Event).Build(f.now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.Key)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	tail := pathEscape(roomID) + "/" + pathEscape(leave.EventID())
 	var out json.RawMessage
@@ -297,31 +298,27 @@ func (f *Federation) remoteLeave(ctx context.Context, server string, inv storage
 		err = f.signedRequest(ctx, http.MethodPut, server, "/_matrix/federation/v1/send_leave/"+tail, json.RawMessage(leave.JSON()), &out)
 	}
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return leave.EventID(), nil
+	return leave, nil
 }
 
 // localLeave is a leave of inv's invitee built on the invite alone, signed
 // by this server, for a refusal the inviting server never took.
-func (f *Federation) localLeave(inv storage.RemoteInvite) (string, error) {
+func (f *Federation) localLeave(inv storage.RemoteInvite) (gomatrixserverlib.PDU, error) {
 	version, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(inv.RoomVersion))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	invite, err := version.NewEventFromTrustedJSON(inv.Event, false)
 	if err != nil {
-		return "", fmt.Errorf("the stored invite: %w", err)
+		return nil, fmt.Errorf("the stored invite: %w", err)
 	}
 	key := inv.UserID
 	proto := gomatrixserverlib.ProtoEvent{SenderID: inv.UserID, RoomID: inv.RoomID, Type: spec.MRoomMember, StateKey: &key,
 		PrevEvents: []string{invite.EventID()}, AuthEvents: []string{invite.EventID()}, Depth: invite.Depth() + 1,
 		Content: spec.RawJSON(`{"membership":"leave"}`)}
-	leave, err := version.NewEventBuilderFromProtoEvent(&proto).Build(f.now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.Key)
-	if err != nil {
-		return "", err
-	}
-	return leave.EventID(), nil
+	return version.NewEventBuilderFromProtoEvent(&proto).Build(f.now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.Key)
 }
 
 // InviteServers are the servers to join an invited room through: the

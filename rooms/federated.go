@@ -215,12 +215,37 @@ func (s *Service) StoreRemoteInvite(ctx context.Context, inv storage.RemoteInvit
 	})
 }
 
-// EndRemoteInvite records a local user's rejection (or withdrawal) of an
-// invite to a room this server is not in.
-func (s *Service) EndRemoteInvite(ctx context.Context, roomID, userID, eventID string) error {
-	return s.remoteMembership(ctx, roomID, userID, spec.Leave, eventID, func(pos int64) error {
-		return s.store.EndRemoteInvite(ctx, roomID, userID, spec.Leave, eventID, pos)
+// EndRemoteInvite records a local user's rejection of an invite to a room
+// this server is not in, with its leave event (the one the inviting
+// server took, or one this server signed alone), which /sync shows in the
+// room's leave section.
+func (s *Service) EndRemoteInvite(ctx context.Context, roomID, userID string, leave gomatrixserverlib.PDU) error {
+	return s.remoteMembership(ctx, roomID, userID, spec.Leave, leave.EventID(), func(pos int64) error {
+		return s.store.EndRemoteInvite(ctx, roomID, userID, spec.Leave, leave.EventID(), pos,
+			&storage.RemoteLeave{EventID: leave.EventID(), RoomVersion: string(leave.Version()), Event: leave.JSON()})
 	})
+}
+
+// RemoteLeave is the leave that refused a local user's invite to a room
+// this server is not in, when it is their membership m, at m's position
+// (storage.ErrNotFound otherwise).
+func (s *Service) RemoteLeave(ctx context.Context, m storage.Membership) (*Event, error) {
+	l, err := s.store.GetRemoteLeave(ctx, m.RoomID, m.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if l.EventID != m.EventID {
+		return nil, storage.ErrNotFound
+	}
+	version, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(l.RoomVersion))
+	if err != nil {
+		return nil, err
+	}
+	pdu, err := version.NewEventFromTrustedJSON(l.Event, false)
+	if err != nil {
+		return nil, fmt.Errorf("the kept leave of %s: %w", m.RoomID, err)
+	}
+	return newEvent(pdu, m.Pos, 0, nil)
 }
 
 // remoteMembership stores a membership change of a local user in a room
@@ -237,6 +262,21 @@ func (s *Service) remoteMembership(ctx context.Context, roomID, userID, membersh
 	}
 	s.notifier.Wake(userID)
 	return nil
+}
+
+// Departed reports whether the room is one this server knows but has
+// left: no local member is joined, while other servers' members still were
+// when the last one left. The room goes on without this server, so its
+// state here is stale; a local user joins it again through another server
+// (a remote join, whose state replaces the stale one: ImportJoin).
+func (s *Service) Departed(ctx context.Context, roomID string) bool {
+	r, err := s.room(ctx, roomID)
+	if err != nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.joined) == 0 && len(r.servers) > 0
 }
 
 // Servers are the other servers with members joined to the room.

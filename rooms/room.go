@@ -46,6 +46,11 @@ type room struct {
 	// extState is the state after each forward extremity built or
 	// received since the room was loaded (some may not be committed yet).
 	extState map[string]*Snapshot
+	// rejoinedPos is the position of this server's latest join through
+	// another server after it had left the room (0: none): the state
+	// before it is the one that server gave, not what the events before
+	// it here lead to.
+	rejoinedPos int64
 
 	rmu    sync.RWMutex
 	recent []*Event // newest last, ascending Pos, at most recentMax
@@ -143,6 +148,19 @@ func (s *Service) Version(ctx context.Context, roomID string) (gomatrixserverlib
 	return r.version, nil
 }
 
+// TimelineFloor is the position a timeline of the room must not reach
+// below: just before this server's latest join of it through another
+// server after it had left (0: none). The state there was replaced by the
+// one that server gave, so no state at the start of a timeline reaching
+// further back says what the client must know after it.
+func (s *Service) TimelineFloor(ctx context.Context, roomID string) int64 {
+	r, err := s.room(ctx, roomID)
+	if err != nil || r.rejoinedPos == 0 {
+		return 0
+	}
+	return r.rejoinedPos - 1
+}
+
 // CurrentState returns the room's current state. It may include state
 // events still being committed.
 func (s *Service) CurrentState(ctx context.Context, roomID string) (*Snapshot, error) {
@@ -176,7 +194,7 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*room, error) {
 	}
 	r := &room{
 		id: roomID, version: version, latest: row.Latest, depth: row.Depth,
-		group: row.StateGroup, chain: grp.Depth, snap: snap,
+		group: row.StateGroup, chain: grp.Depth, snap: snap, rejoinedPos: row.RejoinedPos,
 	}
 	r.joined = s.localJoined(snap)
 	r.servers = s.remoteServers(snap)

@@ -119,6 +119,10 @@ type Room struct {
 	Depth      int64
 	StateGroup int64 // current state (after the latest events)
 	Published  bool
+	// RejoinedPos is the position of this server's latest join through
+	// another server to the room after it had left it (0: none), where
+	// the room's state here was replaced by the one that server gave.
+	RejoinedPos int64
 }
 
 // Event is a persisted PDU.
@@ -193,6 +197,11 @@ type EventCommit struct {
 	// CurrentState, when set, are entries of the room's current state that
 	// changed besides the event's own (state resolution between branches).
 	CurrentState []StateEntry
+	// Rejoined marks the join of a room this server had left, made
+	// through another server: the room's current state is replaced by
+	// CurrentState (entries not in it are dropped) and the room's
+	// RejoinedPos becomes the event's position.
+	Rejoined bool
 	// Outbox are what other servers must be sent of this event, committed
 	// with it so that an acknowledged event always reaches them.
 	Outbox []OutboundItem
@@ -759,8 +768,19 @@ type RemoteInvites interface {
 	PutRemoteInvite(ctx context.Context, inv RemoteInvite) error
 	GetRemoteInvite(ctx context.Context, roomID, userID string) (RemoteInvite, error)
 	// EndRemoteInvite records the user's answer (leave: a rejection) as
-	// their membership, at pos.
-	EndRemoteInvite(ctx context.Context, roomID, userID, membership, eventID string, pos int64) error
+	// their membership, at pos; leave, when not nil, is the leave event,
+	// kept for GetRemoteLeave.
+	EndRemoteInvite(ctx context.Context, roomID, userID, membership, eventID string, pos int64, leave *RemoteLeave) error
+	// GetRemoteLeave is the kept leave of the user's refused invite.
+	GetRemoteLeave(ctx context.Context, roomID, userID string) (RemoteLeave, error)
+}
+
+// RemoteLeave is the leave event that refused an invite to a room on
+// another server.
+type RemoteLeave struct {
+	EventID     string
+	RoomVersion string
+	Event       []byte
 }
 
 // Report is a user's report of a room, or of one event in it, for the

@@ -38,12 +38,29 @@ func (db *DB) GetRemoteInvite(ctx context.Context, roomID, userID string) (stora
 }
 
 // EndRemoteInvite implements storage.RemoteInvites.
-func (db *DB) EndRemoteInvite(ctx context.Context, roomID, userID, membership, eventID string, pos int64) error {
+func (db *DB) EndRemoteInvite(ctx context.Context, roomID, userID, membership, eventID string, pos int64, leave *storage.RemoteLeave) error {
 	return db.tx(ctx, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM remote_invites WHERE room_id = $1 AND user_id = $2`, roomID, userID); err != nil {
 			return err
 		}
+		if leave != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO remote_leaves (room_id, user_id, event_id, room_version, event_json) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (room_id, user_id) DO UPDATE SET event_id = excluded.event_id, room_version = excluded.room_version, event_json = excluded.event_json`,
+				roomID, userID, leave.EventID, leave.RoomVersion, string(leave.Event)); err != nil {
+				return err
+			}
+		}
 		_, err := tx.ExecContext(ctx, upsertMembership, roomID, userID, membership, eventID, pos)
 		return err
 	})
+}
+
+// GetRemoteLeave implements storage.RemoteInvites.
+func (db *DB) GetRemoteLeave(ctx context.Context, roomID, userID string) (storage.RemoteLeave, error) {
+	var l storage.RemoteLeave
+	var ev string
+	err := db.r.QueryRowContext(ctx, `SELECT event_id, room_version, event_json FROM remote_leaves WHERE room_id = $1 AND user_id = $2`, roomID, userID).
+		Scan(&l.EventID, &l.RoomVersion, &ev)
+	l.Event = []byte(ev)
+	return l, mapErr(err)
 }

@@ -27,7 +27,14 @@ func TestRemoteInvites(t *testing.T) {
 		if len(ms) != 1 || ms[0].Membership != "invite" || ms[0].Pos != 7 {
 			t.Fatalf("memberships: %+v", ms)
 		}
-		must(t, db.EndRemoteInvite(ctx, room, bob, "leave", "$leave", 9))
+		if _, err := db.GetRemoteLeave(ctx, room, bob); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("leave before rejection: %v", err)
+		}
+		leave := storage.RemoteLeave{EventID: "$leave", RoomVersion: "10", Event: []byte(`{"type":"m.room.member","content":{"membership":"leave"}}`)}
+		must(t, db.EndRemoteInvite(ctx, room, bob, "leave", "$leave", 9, &leave))
+		if got, err := db.GetRemoteLeave(ctx, room, bob); err != nil || got.EventID != "$leave" || got.RoomVersion != "10" || string(got.Event) != string(leave.Event) {
+			t.Fatalf("kept leave: %+v %v", got, err)
+		}
 		if _, err := db.GetRemoteInvite(ctx, room, bob); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("invite after rejection: %v", err)
 		}

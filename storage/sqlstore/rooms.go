@@ -75,6 +75,15 @@ func commitOne(ctx context.Context, tx *txn, c *storage.EventCommit) error {
 			return fmt.Errorf("update current state: %w", err)
 		}
 	}
+	if c.Rejoined {
+		// The state the other server gave replaces the stale one whole.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1`, ev.RoomID); err != nil {
+			return fmt.Errorf("replace current state: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE rooms SET rejoined_pos = $2 WHERE room_id = $1`, ev.RoomID, ev.Pos); err != nil {
+			return fmt.Errorf("mark room rejoined: %w", err)
+		}
+	}
 	for _, e := range c.CurrentState {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
@@ -165,8 +174,8 @@ func (db *DB) GetRoom(ctx context.Context, roomID string) (storage.Room, error) 
 	var r storage.Room
 	var latest string
 	var pub int
-	err := db.r.QueryRowContext(ctx, `SELECT room_id, room_version, creator, created_ts, latest, depth, state_group, published FROM rooms WHERE room_id = $1`, roomID).
-		Scan(&r.RoomID, &r.Version, &r.Creator, &r.CreatedTS, &latest, &r.Depth, &r.StateGroup, &pub)
+	err := db.r.QueryRowContext(ctx, `SELECT room_id, room_version, creator, created_ts, latest, depth, state_group, published, rejoined_pos FROM rooms WHERE room_id = $1`, roomID).
+		Scan(&r.RoomID, &r.Version, &r.Creator, &r.CreatedTS, &latest, &r.Depth, &r.StateGroup, &pub, &r.RejoinedPos)
 	if err != nil {
 		return r, mapErr(err)
 	}
