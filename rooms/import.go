@@ -142,14 +142,14 @@ func (s *Service) ImportJoin(ctx context.Context, version gomatrixserverlib.IRoo
 	r.extState = map[string]*Snapshot{ev.ID(): after}
 	r.joined, r.servers = s.localJoined(after), s.remoteServers(after)
 	if old != nil {
-		// The history here goes on: the events in memory stay, and what
-		// was committed on the stale head is committed before old goes.
-		old.rmu.RLock()
-		r.recent, r.recentFloor = slices.Clone(old.recent), old.recentFloor
-		old.rmu.RUnlock()
+		// The history here goes on: what was queued on the stale head
+		// commits first (bounded), and the events in memory stay.
 		for i := 0; old.inflight.Load() > 0 && i < 500; i++ {
 			time.Sleep(10 * time.Millisecond)
 		}
+		old.rmu.RLock()
+		r.recent, r.recentFloor = slices.Clone(old.recent), old.recentFloor
+		old.rmu.RUnlock()
 	}
 	r.addRecent(ev)
 	r.used.Store(s.stream.Current())
