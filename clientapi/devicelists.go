@@ -4,8 +4,6 @@ package clientapi
 // sharing rooms with whom. The device changes themselves are recorded by
 // deviceListChanged (keys.go); this is what joins and leaves mean for them.
 //
-//   - A local user who joins a room and its members are news to each other
-//     (joinedLocal).
 //   - A remote user who joins a room here, or is invited to one, counts
 //     as changed: while this server shared no room with them, their server
 //     sent it no m.device_list_update, so whatever the local users'
@@ -77,10 +75,6 @@ func (t *deviceListTracker) committed(ev *rooms.Event, _ []string) {
 		// are news here (an invite→join too: what their server told this
 		// one while they were only invited may be incomplete).
 		joined = true
-	case now == spec.Join && before != spec.Join:
-		// A local user joins: the members they now share the room with,
-		// and they to those members, are news to each other.
-		joined = true
 	case sharing(before) && !sharing(now):
 		joined = false
 	default:
@@ -128,15 +122,9 @@ func (t *deviceListTracker) run() {
 
 func (t *deviceListTracker) apply(ctx context.Context, c memberChange) {
 	s := t.s
-	if c.joined && !s.rooms.IsLocal(c.userID) {
+	if c.joined {
 		if err := s.deviceListChanged(ctx, c.userID); err != nil {
 			s.log.Warn("device list change for a remote user's join", "user", c.userID, "room", c.roomID, "err", err)
-		}
-		return
-	}
-	if c.joined {
-		if err := t.joinedLocal(ctx, c.roomID, c.userID); err != nil {
-			s.log.Warn("device lists after a join", "user", c.userID, "room", c.roomID, "err", err)
 		}
 		return
 	}
@@ -162,36 +150,6 @@ func (t *deviceListTracker) apply(ctx context.Context, c memberChange) {
 	if err := s.forgetRemoteDevices(ctx, gone); err != nil {
 		s.log.Warn("forget remote device lists", "room", c.roomID, "err", err)
 	}
-}
-
-// joinedLocal records, for local user x who joined roomID, each member of
-// the room as changed for x, and x as changed for each local member: their
-// clients may hold nothing (or something stale) of the other's devices.
-// (The spec asks this for encrypted rooms; a room may be encrypted later,
-// and a client asks for keys only where it encrypts.)
-func (t *deviceListTracker) joinedLocal(ctx context.Context, roomID, x string) error {
-	s := t.s
-	members, err := s.store.RoomMemberships(ctx, roomID)
-	if err != nil {
-		return err
-	}
-	var pairs []storage.ViewerDeviceListChange
-	wake := []string{x}
-	for _, m := range members {
-		y := m.UserID
-		if y == x || !sharing(m.Membership) {
-			continue
-		}
-		pairs = append(pairs, storage.ViewerDeviceListChange{Viewer: x, UserID: y})
-		if s.rooms.IsLocal(y) && m.Membership == spec.Join {
-			pairs = append(pairs, storage.ViewerDeviceListChange{Viewer: y, UserID: x})
-			wake = append(wake, y)
-		}
-	}
-	if len(pairs) == 0 {
-		return nil
-	}
-	return s.viewerDeviceListChanges(ctx, pairs, wake)
 }
 
 // left records who no longer shares rooms with x now that x left roomID.

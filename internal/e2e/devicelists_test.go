@@ -114,39 +114,3 @@ func TestKeysQueryUnsigned(t *testing.T) {
 		deepEq(t, "unsigned of a named device", query(), map[string]any{"device_display_name": "防災課のPC"})
 	})
 }
-
-// TestJoinSharesDeviceLists: a local user who joins a room and the members
-// already there each see the other in device_lists.changed and in
-// /keys/changes, so their clients fetch the keys they will encrypt for.
-func TestJoinSharesDeviceLists(t *testing.T) {
-	testrig.ForEachEngine(t, func(t *testing.T, engine string) {
-		srv := startServer(t, engine)
-		alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
-		ctx := ctxT(t)
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		since := map[*mautrix.Client]string{}
-		for _, c := range []*mautrix.Client{alice, bob} {
-			resp, err := c.SyncRequest(ctx, 0, "", "", false, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			since[c] = resp.NextBatch
-		}
-		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-			t.Fatal(err)
-		}
-		for c, other := range map[*mautrix.Client]id.UserID{alice: bob.UserID, bob: alice.UserID} {
-			from := since[c]
-			to := waitFor(t, c, from, func(r *mautrix.RespSync) bool { return slices.Contains(r.DeviceLists.Changed, other) })
-			var changes struct {
-				Changed []id.UserID `json:"changed"`
-			}
-			if code, me := do(t, http.DefaultClient, "GET", c.BuildClientURL("v3", "keys", "changes")+"?from="+from+"&to="+to, c.AccessToken, nil, &changes); code != 200 || !slices.Contains(changes.Changed, other) {
-				t.Errorf("%s's /keys/changes after the join: %d %+v %v", c.UserID, code, me, changes.Changed)
-			}
-		}
-	})
-}
