@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -199,4 +200,73 @@ func (v *visibility) wasJoined() bool {
 	}
 	v.joined = &j
 	return j
+}
+
+// access returns the stream position up to which userID may read the room:
+// everything while joined, up to their leave otherwise. Never-members, and
+// members banned from the room, get M_FORBIDDEN: a ban takes the room's
+// history with it (as a kick does not).
+func (s *Server) access(ctx context.Context, userID, roomID string) (int64, error) {
+	ms, err := s.rooms.UserRooms(ctx, userID)
+	if err != nil {
+		return 0, err
+	}
+	m, ok := ms[roomID]
+	if !ok || m.Membership == spec.Invite || m.Membership == spec.Knock {
+		if _, err := s.rooms.Version(ctx, roomID); err != nil {
+			if errors.Is(err, rooms.ErrUnknownRoom) {
+				return 0, errForbidden("you are not in room %s", roomID)
+			}
+			return 0, err
+		}
+		return 0, errForbidden("you are not in room %s", roomID)
+	}
+	if m.Membership == spec.Join {
+		return s.rooms.Stream().Current(), nil
+	}
+	if m.Membership == spec.Ban {
+		return 0, errForbidden("you are banned from room %s", roomID)
+	}
+	return m.Pos, nil
+}
+
+// readAccess is access for reading a room's events and state: it also
+// lets anyone read a room whose history is world_readable now, up to now
+// (which of its events they see is still visibility's business).
+func (s *Server) readAccess(ctx context.Context, userID, roomID string) (int64, error) {
+	upTo, err := s.access(ctx, userID, roomID)
+	if cur := s.rooms.Stream().Current(); (err != nil || upTo < cur) && s.worldReadable(ctx, roomID) {
+		return cur, nil
+	}
+	return upTo, err
+}
+
+// worldReadable reports whether the room's current history visibility is
+// world_readable (false for a room this server does not know).
+func (s *Server) worldReadable(ctx context.Context, roomID string) bool {
+	snap, err := s.rooms.CurrentState(ctx, roomID)
+	return err == nil && historyVisibility(snap) == "world_readable"
+}
+
+// stateAt is the room state a user may see: current while joined or while
+// the room is world_readable, at their leave otherwise.
+func (s *Server) stateAt(ctx context.Context, userID, roomID string) (*rooms.Snapshot, error) {
+	ms, err := s.rooms.UserRooms(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if ms[roomID].Membership == spec.Join {
+		return s.rooms.CurrentState(ctx, roomID)
+	}
+	if snap, err := s.rooms.CurrentState(ctx, roomID); err == nil && historyVisibility(snap) == "world_readable" {
+		return snap, nil
+	}
+	if _, err := s.access(ctx, userID, roomID); err != nil {
+		return nil, err
+	}
+	ev, err := s.rooms.Event(ctx, ms[roomID].EventID)
+	if err != nil {
+		return nil, err
+	}
+	return s.rooms.StateAfter(ctx, ev)
 }
