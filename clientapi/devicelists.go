@@ -24,7 +24,6 @@ package clientapi
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -67,7 +66,7 @@ func (t *deviceListTracker) committed(ev *rooms.Event, _ []string) {
 		return // outliers (state known from a join elsewhere) are in no timeline
 	}
 	userID := *ev.StateKey()
-	now, before := ev.Membership(), prevMembership(ev)
+	now, before := ev.Membership(), ev.PrevMembership()
 	var joined bool
 	switch {
 	case sharing(now) && now != before && !t.s.rooms.IsLocal(userID):
@@ -87,19 +86,6 @@ func (t *deviceListTracker) committed(ev *rooms.Event, _ []string) {
 	case t.signal <- struct{}{}:
 	default:
 	}
-}
-
-// prevMembership is the membership a member event replaced ("" if none).
-func prevMembership(ev *rooms.Event) string {
-	var u struct {
-		PrevContent struct {
-			Membership string `json:"membership"`
-		} `json:"prev_content"`
-	}
-	if raw := ev.PDU.Unsigned(); len(raw) > 0 {
-		_ = json.Unmarshal(raw, &u)
-	}
-	return u.PrevContent.Membership
 }
 
 func (t *deviceListTracker) run() {

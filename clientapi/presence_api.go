@@ -188,12 +188,7 @@ func (s *Server) presenceForJoiningServers() {
 		if err != nil {
 			return
 		}
-		var u struct {
-			Prev struct {
-				Membership string `json:"membership"`
-			} `json:"prev_content"`
-		}
-		if json.Unmarshal(ev.PDU.Unsigned(), &u) == nil && u.Prev.Membership == spec.Join {
+		if ev.PrevMembership() == spec.Join {
 			return // a profile change, not a join
 		}
 		if s.rooms.IsLocal(uid.String()) {

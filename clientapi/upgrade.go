@@ -77,19 +77,10 @@ func (s *Server) carryUserState(ctx context.Context, userID, roomID string) {
 	if err != nil {
 		return
 	}
-	create := snap.Get(spec.MRoomCreate, "")
-	if create == nil {
+	old := snap.Predecessor()
+	if old == "" {
 		return
 	}
-	var c struct {
-		Predecessor *struct {
-			RoomID string `json:"room_id"`
-		} `json:"predecessor"`
-	}
-	if json.Unmarshal(create.PDU.Content(), &c) != nil || c.Predecessor == nil || c.Predecessor.RoomID == "" {
-		return
-	}
-	old := c.Predecessor.RoomID
 	ms, err := s.rooms.UserRooms(ctx, userID)
 	if err != nil {
 		return

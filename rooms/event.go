@@ -53,6 +53,20 @@ func (e *Event) StateKey() *string { return e.PDU.StateKey() }
 func (e *Event) IsState() bool { return e.PDU.StateKey() != nil }
 
 // Membership is content.membership of a member event, or "".
+// PrevMembership is the membership a member event replaced, as its
+// unsigned prev_content gives it ("" if none).
+func (e *Event) PrevMembership() string {
+	var u struct {
+		PrevContent struct {
+			Membership string `json:"membership"`
+		} `json:"prev_content"`
+	}
+	if raw := e.PDU.Unsigned(); len(raw) > 0 {
+		_ = json.Unmarshal(raw, &u)
+	}
+	return u.PrevContent.Membership
+}
+
 func (e *Event) Membership() string {
 	m, _ := e.PDU.Membership()
 	return m

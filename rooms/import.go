@@ -181,19 +181,11 @@ func (s *Service) ImportJoin(ctx context.Context, version gomatrixserverlib.IRoo
 // tombstone names the new room, so a room cannot claim another's aliases
 // by naming it as its predecessor.
 func (s *Service) followUpgrade(ctx context.Context, roomID string, snap *Snapshot) {
-	create := snap.Get(spec.MRoomCreate, "")
-	if create == nil {
+	pred := snap.Predecessor()
+	if pred == "" {
 		return
 	}
-	var c struct {
-		Predecessor struct {
-			RoomID string `json:"room_id"`
-		} `json:"predecessor"`
-	}
-	if json.Unmarshal(create.PDU.Content(), &c) != nil || c.Predecessor.RoomID == "" {
-		return
-	}
-	old, err := s.CurrentState(ctx, c.Predecessor.RoomID)
+	old, err := s.CurrentState(ctx, pred)
 	if err != nil {
 		return // not a room this server knows
 	}
@@ -207,7 +199,7 @@ func (s *Service) followUpgrade(ctx context.Context, roomID string, snap *Snapsh
 	if json.Unmarshal(tomb.PDU.Content(), &t) != nil || t.Replacement != roomID {
 		return
 	}
-	if err := s.store.ReplaceRoom(ctx, c.Predecessor.RoomID, roomID); err != nil {
-		s.cfg.Log.Warn("room upgrade: aliases not moved to the replacement room", "old", c.Predecessor.RoomID, "new", roomID, "err", err)
+	if err := s.store.ReplaceRoom(ctx, pred, roomID); err != nil {
+		s.cfg.Log.Warn("room upgrade: aliases not moved to the replacement room", "old", pred, "new", roomID, "err", err)
 	}
 }

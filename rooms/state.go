@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 
@@ -51,6 +52,22 @@ func (s *Snapshot) Joined() int {
 }
 
 // Membership returns the user's membership in this state, or "leave".
+// Predecessor is the room an upgrade replaced with this one, as the
+// create event names it ("" if none).
+func (s *Snapshot) Predecessor() string {
+	create := s.Get(spec.MRoomCreate, "")
+	if create == nil {
+		return ""
+	}
+	var c struct {
+		Predecessor struct {
+			RoomID string `json:"room_id"`
+		} `json:"predecessor"`
+	}
+	_ = json.Unmarshal(create.PDU.Content(), &c)
+	return c.Predecessor.RoomID
+}
+
 func (s *Snapshot) Membership(userID string) string {
 	if ev := s.Get("m.room.member", userID); ev != nil {
 		return ev.Membership()
