@@ -484,6 +484,18 @@ func (s *Server) roomInitial(ctx context.Context, dev *Device, roomID string, m 
 	return info, nil
 }
 
+// initialView is what both initialSync forms start from: the user's
+// memberships, the current token, and their room account data up to it.
+func (s *Server) initialView(ctx context.Context, userID string) (map[string]storage.Membership, syncToken, map[string][]json.RawMessage, error) {
+	memberships, err := s.rooms.UserRooms(ctx, userID)
+	if err != nil {
+		return nil, syncToken{}, nil, err
+	}
+	now := s.currentToken(userID)
+	ad, err := s.roomAccountData(ctx, userID, now.pos)
+	return memberships, now, ad, err
+}
+
 // handleRoomInitialSync serves GET /rooms/{roomId}/initialSync: for a
 // member, a left member (up to their leave) or anyone when the room is
 // world_readable; 403 otherwise.
@@ -496,13 +508,7 @@ func (s *Server) handleRoomInitialSync(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	memberships, err := s.rooms.UserRooms(ctx, dev.UserID)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	now := s.currentToken(dev.UserID)
-	ad, err := s.roomAccountData(ctx, dev.UserID, now.pos)
+	memberships, now, ad, err := s.initialView(ctx, dev.UserID)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -536,13 +542,7 @@ func (s *Server) handleInitialSync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.notePresenceSync(ctx, dev.UserID, "")()
-	memberships, err := s.rooms.UserRooms(ctx, dev.UserID)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	now := s.currentToken(dev.UserID)
-	ad, err := s.roomAccountData(ctx, dev.UserID, now.pos)
+	memberships, now, ad, err := s.initialView(ctx, dev.UserID)
 	if err != nil {
 		writeError(w, err)
 		return
