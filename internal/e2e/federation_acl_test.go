@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
@@ -39,17 +38,7 @@ func TestFederatedServerACL(t *testing.T) {
 		}
 		request := func(method, path string, body any) (int, map[string]any) {
 			t.Helper()
-			fr := fclient.NewFederationRequest(method, b, a, path)
-			if body != nil {
-				if err := fr.SetContent(body); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := fr.Sign(b, keyID, key); err != nil {
-				t.Fatal(err)
-			}
-			req, _ := fr.HTTPRequest()
-			req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+			req := signedRequest(t, cities[a], b, keyID, key, method, path, body)
 			resp, err := insecureFed(a).Do(req)
 			if err != nil {
 				t.Fatal(err)

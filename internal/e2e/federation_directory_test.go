@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"maunium.net/go/mautrix"
 
 	"github.com/machi-chat/machi/internal/server"
@@ -91,12 +90,7 @@ func TestFederatedRoomDirectory(t *testing.T) {
 			status int
 			rooms  int
 		}{{"limit=1", 200, 1}, {"", 200, 2}, {"limit=x", 400, 0}, {"include_all_networks=maybe", 400, 0}, {"third_party_instance_id=irc", 404, 0}} {
-			fr := fclient.NewFederationRequest("GET", b, a, "/_matrix/federation/v1/publicRooms?"+tc.query)
-			if err := fr.Sign(b, keyID, key); err != nil {
-				t.Fatal(err)
-			}
-			req, _ := fr.HTTPRequest()
-			req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+			req := signedRequest(t, cities[a], b, keyID, key, "GET", "/_matrix/federation/v1/publicRooms?"+tc.query, nil)
 			resp, err := insecureFed(a).Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"golang.org/x/crypto/ed25519"
 	"maunium.net/go/mautrix"
 
@@ -134,15 +133,7 @@ func TestFederationBadInput(t *testing.T) {
 			t.Helper()
 			var req *http.Request
 			if sign {
-				fr := fclient.NewFederationRequest("PUT", b, a, "/_matrix/federation/v1/send/"+txnID)
-				if err := fr.SetContent(json.RawMessage(body)); err != nil {
-					t.Fatal(err)
-				}
-				if err := fr.Sign(b, keyID, key); err != nil {
-					t.Fatal(err)
-				}
-				req, _ = fr.HTTPRequest()
-				req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+				req = signedRequest(t, cities[a], b, keyID, key, "PUT", "/_matrix/federation/v1/send/"+txnID, json.RawMessage(body))
 			} else {
 				req, _ = http.NewRequest("PUT", "https://"+cities[a].addr+"/_matrix/federation/v1/send/"+txnID, strings.NewReader(string(body)))
 				req.Header.Set("Authorization", `X-Matrix origin="city-b.test",destination="city-a.test",key="`+string(keyID)+`",sig="AAAA"`)
@@ -239,12 +230,7 @@ func TestFederationBadInput(t *testing.T) {
 		// What a server in the room may ask of it: state and auth chains.
 		get := func(path string, out any) (int, string) {
 			t.Helper()
-			fr := fclient.NewFederationRequest("GET", b, a, path)
-			if err := fr.Sign(b, keyID, key); err != nil {
-				t.Fatal(err)
-			}
-			req, _ := fr.HTTPRequest()
-			req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+			req := signedRequest(t, cities[a], b, keyID, key, "GET", path, nil)
 			resp, err := insecureFed(a).Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -141,12 +141,7 @@ func TestFederatedGapState(t *testing.T) {
 		mu.Unlock()
 
 		// Q is an outlier: no state is served at it.
-		fr := fclient.NewFederationRequest("GET", b, a, "/_matrix/federation/v1/state_ids/"+url.PathEscape(string(room.RoomID))+"?event_id="+url.QueryEscape(q.EventID()))
-		if err := fr.Sign(b, keyID, key); err != nil {
-			t.Fatal(err)
-		}
-		req, _ := fr.HTTPRequest()
-		req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+		req := signedRequest(t, cities[a], b, keyID, key, "GET", "/_matrix/federation/v1/state_ids/"+url.PathEscape(string(room.RoomID))+"?event_id="+url.QueryEscape(q.EventID()), nil)
 		if code, me := doRaw(t, insecureFed(a), req); code != 404 || me.Code != "M_NOT_FOUND" {
 			t.Errorf("state_ids at the outlier Q: %d %+v", code, me)
 		}
@@ -262,15 +257,7 @@ func fedSend(t *testing.T, city *fedCity, from string, keyID gomatrixserverlib.K
 		raw[i] = pdu.JSON()
 	}
 	body, _ := json.Marshal(map[string]any{"origin": from, "origin_server_ts": time.Now().UnixMilli(), "pdus": raw})
-	fr := fclient.NewFederationRequest("PUT", spec.ServerName(from), spec.ServerName(city.name), "/_matrix/federation/v1/send/"+txnID)
-	if err := fr.SetContent(json.RawMessage(body)); err != nil {
-		t.Fatal(err)
-	}
-	if err := fr.Sign(spec.ServerName(from), keyID, key); err != nil {
-		t.Fatal(err)
-	}
-	req, _ := fr.HTTPRequest()
-	req.URL.Scheme, req.URL.Host = "https", city.addr
+	req := signedRequest(t, city, from, keyID, key, "PUT", "/_matrix/federation/v1/send/"+txnID, json.RawMessage(body))
 	resp, err := insecureFed(city.name).Do(req)
 	if err != nil {
 		t.Error(err)
@@ -357,4 +344,25 @@ func TestFederatedSameEventAtOnce(t *testing.T) {
 			}
 		}
 	})
+}
+
+// signedRequest is server from's federation request to city, signed with
+// from's key, ready for insecureFed(city.name). body may be nil.
+func signedRequest(t *testing.T, city *fedCity, from string, keyID gomatrixserverlib.KeyID, key ed25519.PrivateKey, method, path string, body any) *http.Request {
+	t.Helper()
+	fr := fclient.NewFederationRequest(method, spec.ServerName(from), spec.ServerName(city.name), path)
+	if body != nil {
+		if err := fr.SetContent(body); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	if err := fr.Sign(spec.ServerName(from), keyID, key); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	req, err := fr.HTTPRequest()
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	req.URL.Scheme, req.URL.Host = "https", city.addr
+	return req
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"maunium.net/go/mautrix"
 
 	"github.com/machi-chat/machi/internal/server"
@@ -123,15 +122,7 @@ func TestFederatedDeviceListCache(t *testing.T) {
 			t.Helper()
 			body, _ := json.Marshal(map[string]any{"origin": b, "origin_server_ts": time.Now().UnixMilli(), "pdus": []any{},
 				"edus": []any{map[string]any{"edu_type": "m.device_list_update", "content": content}}})
-			fr := fclient.NewFederationRequest("PUT", b, a, "/_matrix/federation/v1/send/"+txnID)
-			if err := fr.SetContent(json.RawMessage(body)); err != nil {
-				t.Fatal(err)
-			}
-			if err := fr.Sign(b, keyID, key); err != nil {
-				t.Fatal(err)
-			}
-			req, _ := fr.HTTPRequest()
-			req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+			req := signedRequest(t, cities[a], b, keyID, key, "PUT", "/_matrix/federation/v1/send/"+txnID, json.RawMessage(body))
 			resp, err := insecureFed(a).Do(req)
 			if err != nil {
 				t.Fatal(err)

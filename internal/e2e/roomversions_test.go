@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -163,20 +162,7 @@ func TestFederationJoinVersions(t *testing.T) {
 		}
 		fed := func(method, path string, body any, out any) (int, map[string]any) {
 			t.Helper()
-			fr := fclient.NewFederationRequest(method, b, a, path)
-			if body != nil {
-				if err := fr.SetContent(body); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := fr.Sign(b, keyID, key); err != nil {
-				t.Fatal(err)
-			}
-			req, err := fr.HTTPRequest()
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.URL.Scheme, req.URL.Host = "https", cities[a].addr
+			req := signedRequest(t, cities[a], b, keyID, key, method, path, body)
 			resp, err := insecureFed(a).Do(req)
 			if err != nil {
 				t.Fatal(err)
